@@ -1,0 +1,37 @@
+# Two commands on a fresh machine:  `make reproduce`  (the main job)  and  `make test`.
+# Both create .venv on first use and reuse it afterwards.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+DATASET ?= synthfer
+DATA_ROOT ?=
+REPRO_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: venv reproduce test lab bench clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,align]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (adadf)" >/dev/null
+	@touch $(STAMP)
+
+reproduce: $(STAMP)
+	$(VENV)/bin/adadf reproduce --dataset $(DATASET) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(REPRO_ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lab: $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,align,lab]'
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_train.py
+
+clean-venv:
+	rm -rf $(VENV)
