@@ -1,0 +1,303 @@
+"""Models: the two-branch Ada-DF network and a single ResNet (spec sections 1 and 8).
+
+* ``AdaDFNet``: shared frozen trunk (stem + layer1), an auxiliary branch 1 and a target branch 2
+  (layer2..4, pool, fc), one attention head per branch. ``forward`` returns ``logits`` (o_2),
+  ``aux_logits`` (o_1), ``attention`` (raw a_1, a_2 as [B, 2]) and ``features`` (h_2);
+  ``forward_target`` runs the target branch only (inference).
+* ``SingleNet`` (alias ``BaselineNet``): one ResNet with a new fc and an optional SCN-style attention
+  head; used by the baseline and the comparison methods.
+* ``build_model`` builds either; ``load_pretrained`` loads a local checkpoint (never downloads).
+"""
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+import torch.nn as nn
+import torchvision
+from torch import Tensor
+
+BACKBONES = ("resnet18", "resnet50")
+ATTENTION_ON = ("logits", "features")
+ARCHS = ("adadf", "single")
+TRUNK_NAMES = ("conv1", "bn1", "relu", "maxpool", "layer1")
+BRANCH_NAMES = ("layer2", "layer3", "layer4")
+
+__all__ = ["AdaDFNet", "SingleNet", "BaselineNet", "LoadReport", "PretrainedLoadError", "build_model",
+           "load_pretrained", "make_resnet", "BACKBONES", "ATTENTION_ON", "ARCHS"]
+
+
+# ----------------------------------------------------------------------------------- pretrained
+class PretrainedLoadError(ValueError):
+    """A checkpoint that cannot be read or does not fit the ResNet layout."""
+
+
+@dataclass
+class LoadReport:
+    """What ``load_pretrained`` did: ``loaded`` keys (torchvision layout), ``ignored`` keys (fc.*),
+    ``defaulted`` BatchNorm ``num_batches_tracked`` buffers the file lacks (old checkpoints), the file
+    ``layout`` (``state_dict`` wrapper or ``raw``) and whether ``module.`` prefixes were stripped."""
+    path: str
+    layout: str
+    loaded: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    defaulted: list[str] = field(default_factory=list)
+    stripped_prefix: bool = False
+
+    def __str__(self) -> str:
+        return (f"loaded {len(self.loaded)} tensors from {self.path} ({self.layout} layout"
+                f"{', module. prefix stripped' if self.stripped_prefix else ''}); ignored "
+                f"{', '.join(self.ignored) or 'nothing'}")
+
+
+def _read_state_dict(path: Path) -> tuple[dict[str, Tensor], str, bool]:
+    """Read a checkpoint file into a flat ``{key: tensor}`` dict in torchvision key naming."""
+    if not path.is_file():
+        raise PretrainedLoadError(f"pretrained weights file {path} does not exist (nothing is ever "
+                                  f"downloaded; pass a local path or None to train from scratch)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as first_error:  # old checkpoints may pickle non-tensor objects (numpy, argparse)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as error:
+            raise PretrainedLoadError(f"cannot read pretrained weights {path}: {error} "
+                                      f"(weights-only read: {first_error})") from error
+    layout = "raw"
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj, layout = obj["state_dict"], "state_dict"
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+        found = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
+        raise PretrainedLoadError(f"pretrained weights {path} are not a state dict: expected "
+                                  f"{{'state_dict': {{name: tensor}}}} or {{name: tensor}}, found {found}")
+    stripped = False
+    state = {}
+    for key, value in obj.items():
+        while key.startswith("module."):
+            key, stripped = key[len("module."):], True
+        state[key] = value
+    return state, layout, stripped
+
+
+def _load_into_resnet(resnet: nn.Module, path: Path) -> LoadReport:
+    state, layout, stripped = _read_state_dict(path)
+    own = resnet.state_dict()
+    expected = {k for k in own if not k.startswith("fc.")}
+    given = {k for k in state if not k.startswith("fc.")}
+    missing = sorted(k for k in expected - given if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(given - expected)
+    mismatched = sorted(f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
+                        for k in expected & given if state[k].shape != own[k].shape)
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {', '.join(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {', '.join(unexpected)}")
+        if mismatched:
+            parts.append(f"shape mismatches: {', '.join(mismatched)}")
+        raise PretrainedLoadError(f"pretrained weights {path} do not fit the model's torchvision-layout "
+                                  f"ResNet; " + "; ".join(parts))
+    with torch.no_grad():
+        for key in sorted(given):
+            own[key].copy_(state[key].to(own[key].dtype))
+    return LoadReport(path=str(path), layout=layout, loaded=sorted(given),
+                      ignored=sorted(k for k in state if k.startswith("fc.")),
+                      defaulted=sorted(expected - given), stripped_prefix=stripped)
+
+
+def make_resnet(backbone: str = "resnet18") -> torchvision.models.ResNet:
+    """A randomly initialised torchvision ResNet with its 1000-way fc (no download)."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone={backbone!r} is not valid; expected one of {', '.join(BACKBONES)}")
+    return getattr(torchvision.models, backbone)(weights=None)
+
+
+def _as_resnet_view(module: nn.Module) -> nn.Module:
+    """Return a torchvision-layout view of ``module`` for loading (shares parameters)."""
+    if isinstance(module, torchvision.models.ResNet):
+        return module
+    if isinstance(module, SingleNet):
+        return module.net
+    if isinstance(module, AdaDFNet):
+        return module.resnet_views()
+    raise TypeError(f"load_pretrained expects a torchvision ResNet, SingleNet or AdaDFNet; "
+                    f"got {type(module).__name__}")
+
+
+def load_pretrained(module_or_resnet: nn.Module, path: Union[str, Path]) -> LoadReport:
+    """Load local weights into a torchvision ResNet (or both branches of an ``AdaDFNet`` / a
+    ``SingleNet``). Accepts ``{'state_dict': sd}`` (the MS-Celeb ``resnet18_msceleb.pth`` layout), a raw
+    state dict or a torchvision ImageNet checkpoint; strips ``module.`` prefixes. Every non-fc key must
+    fit exactly (fc.* is ignored; ``num_batches_tracked`` may be absent in old files), otherwise a
+    ``PretrainedLoadError`` names the path and the missing / unexpected / mismatched keys."""
+    path = Path(path)
+    target = _as_resnet_view(module_or_resnet)
+    if isinstance(target, list):  # AdaDFNet: one view per branch, the trunk shared
+        reports = [_load_into_resnet(view, path) for view in target]
+        return reports[0]
+    return _load_into_resnet(target, path)
+
+
+# ----------------------------------------------------------------------------------------- models
+class _Branch(nn.Module):
+    """layer2, layer3, layer4, global average pool and the classifier fc."""
+
+    def __init__(self, resnet: nn.Module):
+        super().__init__()
+        self.layer2, self.layer3, self.layer4 = resnet.layer2, resnet.layer3, resnet.layer4
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = resnet.fc
+
+    def features(self, x: Tensor) -> Tensor:
+        x = self.layer4(self.layer3(self.layer2(x)))
+        return torch.flatten(self.avgpool(x), 1)
+
+
+def _head_output(fc: nn.Linear, head: nn.Linear, h: Tensor, attention_on: str) -> tuple[Tensor, Tensor]:
+    """(output, attention [B]): logits mode a * (W h + b); features mode W (a h) + b."""
+    a = torch.sigmoid(head(h))
+    out = a * fc(h) if attention_on == "logits" else fc(a * h)
+    return out, a[:, 0]
+
+
+def _check_choices(backbone: str, attention_on: str, num_classes: int) -> None:
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone={backbone!r} is not valid; expected one of {', '.join(BACKBONES)}")
+    if attention_on not in ATTENTION_ON:
+        raise ValueError(f"attention_on={attention_on!r} is not valid; expected one of {', '.join(ATTENTION_ON)}")
+    if int(num_classes) != num_classes or num_classes < 2:
+        raise ValueError(f"num_classes={num_classes!r} is not valid; expected an integer >= 2")
+
+
+class AdaDFNet(nn.Module):
+    """Ada-DF's dual-branch network (spec section 1).
+
+    ``trunk`` (conv1, bn1, relu, maxpool, layer1) is frozen (requires_grad False) when ``freeze_trunk``
+    but stays in train mode so its BatchNorm statistics update, as in the authors' code; with
+    ``freeze_trunk_bn`` the trunk's BatchNorm layers stay in eval mode even after ``model.train()``.
+    ``branch1`` (auxiliary) and ``branch2`` (target) start identical, including the new fc;
+    ``head1`` / ``head2`` are independently initialised Linear(F, 1) attention heads.
+    """
+
+    def __init__(self, num_classes: int = 7, backbone: str = "resnet18", attention_on: str = "logits",
+                 freeze_trunk: bool = True, freeze_trunk_bn: bool = False,
+                 pretrained: Optional[Union[str, Path]] = None):
+        super().__init__()
+        _check_choices(backbone, attention_on, num_classes)
+        self.num_classes, self.backbone, self.attention_on = int(num_classes), backbone, attention_on
+        resnet = make_resnet(backbone)
+        self.load_report = load_pretrained(resnet, pretrained) if pretrained is not None else None
+        self.pretrained_source = str(pretrained) if pretrained is not None else "scratch"
+        self.feature_dim = resnet.fc.in_features
+        resnet.fc = nn.Linear(self.feature_dim, self.num_classes)
+        self.trunk = nn.Sequential(OrderedDict((name, getattr(resnet, name)) for name in TRUNK_NAMES))
+        self.branch1 = _Branch(resnet)
+        self.branch2 = copy.deepcopy(self.branch1)
+        self.head1 = nn.Linear(self.feature_dim, 1)
+        self.head2 = nn.Linear(self.feature_dim, 1)
+        if freeze_trunk:
+            for p in self.trunk.parameters():
+                p.requires_grad_(False)
+        self.freeze_trunk_bn = bool(freeze_trunk_bn)
+        self.train()
+
+    def set_freeze_trunk_bn(self, flag: bool) -> "AdaDFNet":
+        """Keep (True) or stop keeping (False) the trunk's BatchNorm layers in eval mode."""
+        self.freeze_trunk_bn = bool(flag)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "AdaDFNet":
+        super().train(mode)
+        if mode and self.freeze_trunk_bn:
+            for m in self.trunk.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def resnet_views(self) -> list[nn.Module]:
+        """Two torchvision-layout views (shared trunk + branch k) for ``load_pretrained``."""
+        views = []
+        for branch in (self.branch1, self.branch2):
+            view = nn.Module()
+            for name in TRUNK_NAMES:
+                setattr(view, name, getattr(self.trunk, name))
+            for name in BRANCH_NAMES:
+                setattr(view, name, getattr(branch, name))
+            view.fc = branch.fc
+            views.append(view)
+        return views
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        s = self.trunk(x)
+        h1 = self.branch1.features(s)
+        h2 = self.branch2.features(s)
+        o1, a1 = _head_output(self.branch1.fc, self.head1, h1, self.attention_on)
+        o2, a2 = _head_output(self.branch2.fc, self.head2, h2, self.attention_on)
+        return dict(logits=o2, aux_logits=o1, attention=torch.stack((a1, a2), dim=1), features=h2)
+
+    def forward_target(self, x: Tensor) -> dict[str, Tensor]:
+        """Target branch only (inference): ``logits`` o_2, ``features`` h_2, ``attention`` a_2 [B]."""
+        h2 = self.branch2.features(self.trunk(x))
+        o2, a2 = _head_output(self.branch2.fc, self.head2, h2, self.attention_on)
+        return dict(logits=o2, features=h2, attention=a2)
+
+
+class SingleNet(nn.Module):
+    """One torchvision ResNet with a new fc (nothing frozen) for the baseline and comparison methods.
+
+    With ``attention_head`` an SCN-style head a = sigmoid(Linear(F, 1)(h)) is added: ``logits`` mode
+    outputs a * (W h + b), ``features`` mode W (a h) + b; ``attention`` [B] is then in the output.
+    """
+
+    def __init__(self, num_classes: int = 7, backbone: str = "resnet18", attention_head: bool = False,
+                 attention_on: str = "logits", pretrained: Optional[Union[str, Path]] = None):
+        super().__init__()
+        _check_choices(backbone, attention_on, num_classes)
+        self.num_classes, self.backbone, self.attention_on = int(num_classes), backbone, attention_on
+        self.net = make_resnet(backbone)
+        self.load_report = load_pretrained(self.net, pretrained) if pretrained is not None else None
+        self.pretrained_source = str(pretrained) if pretrained is not None else "scratch"
+        self.feature_dim = self.net.fc.in_features
+        self.net.fc = nn.Linear(self.feature_dim, self.num_classes)
+        self.head = nn.Linear(self.feature_dim, 1) if attention_head else None
+
+    def features(self, x: Tensor) -> Tensor:
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+        x = n.layer4(n.layer3(n.layer2(n.layer1(x))))
+        return torch.flatten(n.avgpool(x), 1)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        h = self.features(x)
+        if self.head is None:
+            return dict(logits=self.net.fc(h), features=h)
+        out, a = _head_output(self.net.fc, self.head, h, self.attention_on)
+        return dict(logits=out, features=h, attention=a)
+
+    def forward_target(self, x: Tensor) -> dict[str, Tensor]:
+        """Same as ``forward`` (one branch); lets evaluation call ``forward_target`` on any model."""
+        return self.forward(x)
+
+
+BaselineNet = SingleNet  # the name docs/ARCHITECTURE.md uses
+
+
+def build_model(arch: str, num_classes: int, backbone: str = "resnet18", attention_on: str = "logits",
+                pretrained: Optional[Union[str, Path]] = None, attention_head: bool = False,
+                freeze_trunk_bn: bool = False) -> nn.Module:
+    """Build ``"adadf"`` (``AdaDFNet``) or ``"single"`` (``SingleNet``). ``pretrained`` is a local
+    weights path or None (scratch); ``model.pretrained_source`` records which, ``model.load_report``
+    what was loaded. ``attention_head`` applies to ``single`` only (AdaDFNet always has two heads);
+    ``freeze_trunk_bn`` to ``adadf`` only."""
+    if arch == "adadf":
+        return AdaDFNet(num_classes, backbone, attention_on, freeze_trunk=True,
+                        freeze_trunk_bn=freeze_trunk_bn, pretrained=pretrained)
+    if arch == "single":
+        return SingleNet(num_classes, backbone, attention_head=attention_head, attention_on=attention_on,
+                         pretrained=pretrained)
+    raise ValueError(f"arch={arch!r} is not valid; expected one of {', '.join(ARCHS)}")
