@@ -40,7 +40,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "imagefolder": dict(batch_size=64, threshold=0.7, epoch_threshold=3),
     # SynthFER's CPU budget: small images, few epochs. The GPU/full-size settings are the RAF-DB ones:
     # pass image_size=224 (official) or 100 (paper) and epochs=75.
-    "synthfer": dict(batch_size=64, threshold=0.7, epoch_threshold=3, image_size=48, epochs=10),
+    # SCN's relabel epoch (10 of 70) and SLM's ramp switch (7 of 40) are scaled to the short budget.
+    "synthfer": dict(batch_size=64, threshold=0.7, epoch_threshold=3, image_size=48, epochs=10,
+                     scn_relabel_epoch=3, slm_beta=2.0),
 }
 
 
@@ -96,6 +98,7 @@ class TrainConfig:
     slm_beta: float = 7.0
     slm_nominal_batch: int = 72
     slm_eval_mean: str = "batch"             # batch (faithful, test-batch mean) | running
+    slm_schedule: str = "exponential"        # exponential (shared Ada-DF recipe) | cosine (SLM native, per iteration)
     # machinery
     device: str = "auto"                     # auto | cpu | cuda | cuda:N
     amp: str = "auto"                        # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off
@@ -165,6 +168,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         ("cache", values["cache"] in ("memory", "mmap", "none"), "memory, mmap or none"),
         ("scn_relabel_scope", values["scn_relabel_scope"] in ("all", "low"), "all or low"),
         ("slm_eval_mean", values["slm_eval_mean"] in ("batch", "running"), "batch or running"),
+        ("slm_schedule", values["slm_schedule"] in ("exponential", "cosine"), "exponential or cosine"),
     ]
     for name, ok, expected in checks:
         if not ok:

@@ -1,0 +1,96 @@
+"""Device choice, mixed precision and memory-format policy, seeding and RNG state capture.
+
+Policy in one place:
+* ``select_device("auto")`` picks CUDA when present, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` force one.
+* Mixed precision only on CUDA: ``amp="auto"`` means bf16 where the GPU supports it (else fp16), ``"off"``
+  means fp32. On CPU autocast is never used, whatever ``amp`` says.
+* fp16 needs a gradient scaler; bf16 does not (``needs_grad_scaler``).
+* channels_last is on by default on CUDA and off on CPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA if available else CPU; otherwise the named device, checked to exist."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device={name!r} was requested but CUDA is not available on this machine; "
+                               "use device='auto' or 'cpu'")
+        dev = torch.device(name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device={name!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return dev
+    raise ValueError(f"device={name!r} is not valid; expected auto, cpu, cuda or cuda:N")
+
+
+def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device``; None means full precision (always on CPU)."""
+    if amp not in ("auto", "bf16", "fp16", "off"):
+        raise ValueError(f"amp={amp!r} is not valid; expected auto, bf16, fp16 or off")
+    if torch.device(device).type != "cuda" or amp == "off":
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def autocast_context(device: torch.device, amp: str = "auto"):
+    """``torch.autocast`` on CUDA with the chosen dtype; a no-op context on CPU or with amp off."""
+    dtype = amp_dtype(device, amp)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def needs_grad_scaler(device: torch.device, amp: str = "auto") -> bool:
+    return amp_dtype(device, amp) == torch.float16
+
+
+def use_channels_last(device: torch.device, cfg=None) -> bool:
+    """``cfg.channels_last`` when set, else on for CUDA and off for CPU."""
+    choice = getattr(cfg, "channels_last", None) if cfg is not None else None
+    if choice is not None:
+        return bool(choice)
+    return torch.device(device).type == "cuda"
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch (all devices). ``deterministic`` asks torch for deterministic kernels
+    (warn-only, so an op without a deterministic version still runs)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def rng_state() -> dict:
+    """Every global RNG state a training run consumes (python, numpy, torch CPU, all CUDA devices)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what ``rng_state`` captured."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
