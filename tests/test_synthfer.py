@@ -1,0 +1,171 @@
+"""SynthFER generator: determinism, label/vote consistency, layout, landmarks, idempotency, CLI."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from adadf_core import synthfer
+from adadf_core.synthfer import CLASS_NAMES, SynthFERError
+
+SMALL = dict(n_train=12, n_test=6, progress=False)
+
+
+def read_rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def read_labels(root):
+    out = {}
+    for line in (root / "EmoLabel" / "list_patition_label.txt").read_text().splitlines():
+        name, lab = line.split()
+        out[name] = int(lab) - 1
+    return out
+
+
+def test_same_seed_same_bytes(tmp_path):
+    a = tmp_path / "a"
+    b = tmp_path / "b"
+    c = tmp_path / "c"
+    synthfer.generate(a, seed=3, **SMALL)
+    synthfer.generate(b, seed=3, **SMALL)
+    synthfer.generate(c, seed=4, **SMALL)
+    files = ["EmoLabel/list_patition_label.txt", "EmoLabel/distribution.csv", "EmoLabel/landmarks.csv",
+             "synthfer.json", "Image/aligned/train_00001_aligned.jpg", "Image/aligned/test_0006_aligned.jpg",
+             "Image/original/train_00012.jpg"]
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    assert (a / files[1]).read_bytes() != (c / files[1]).read_bytes()
+    assert (a / files[4]).read_bytes() != (c / files[4]).read_bytes()
+
+
+def test_layout_counts_and_sizes(tiny_synthfer):
+    root = tiny_synthfer
+    labels = read_labels(root)
+    assert len(labels) == 105
+    assert sum(n.startswith("train_") for n in labels) == 70 and "train_00070.jpg" in labels
+    assert "test_0035.jpg" in labels and set(labels.values()) <= set(range(7))
+    for name in ("train_00001", "test_0035"):
+        im = Image.open(root / "Image" / "aligned" / f"{name}_aligned.jpg")
+        assert im.size == (100, 100) and im.mode == "RGB"
+        orig = Image.open(root / "Image" / "original" / f"{name}.jpg")
+        assert 160 <= orig.size[0] <= 220 and orig.size[0] == orig.size[1]
+    meta = json.loads((root / "synthfer.json").read_text())
+    assert meta["train"]["count"] == 70 and meta["test"]["count"] == 35
+    assert sum(meta["train"]["class_counts"].values()) == 70
+    assert meta["train"]["class_counts"] == {c: sum(1 for n, l in labels.items() if n.startswith("train_") and l == i)
+                                             for i, c in enumerate(CLASS_NAMES)}
+
+
+def test_votes_distribution_and_majority(tiny_synthfer):
+    rows = read_rows(tiny_synthfer / "EmoLabel" / "distribution.csv")
+    labels = read_labels(tiny_synthfer)
+    assert len(rows) == 105
+    disagree = 0
+    for row in rows:
+        p = np.array([float(row[f"p_{c}"]) for c in CLASS_NAMES])
+        latent = np.array([float(row[f"latent_{c}"]) for c in CLASS_NAMES])
+        votes = int(row["votes"])
+        assert 10 <= votes <= 40
+        assert abs(p.sum() - 1) < 1e-5 and abs(latent.sum() - 1) < 1e-5
+        counts = np.rint(p * votes)
+        assert abs(counts.sum() - votes) < 1e-6 and np.allclose(counts / votes, p, atol=1e-6)
+        label = labels[row["name"]]
+        assert counts[label] == counts.max()                          # the hard label is the majority vote
+        disagree += label != latent.argmax()
+    meta = json.loads((tiny_synthfer / "synthfer.json").read_text())
+    assert meta["disagreement_share"] == pytest.approx(disagree / 105)
+    assert meta["train"]["disagreement_share"] * 70 + meta["test"]["disagreement_share"] * 35 == pytest.approx(disagree)
+
+
+def test_landmarks_inside_image(tiny_synthfer):
+    rows = read_rows(tiny_synthfer / "EmoLabel" / "landmarks.csv")
+    assert len(rows) == 105
+    for row in rows:
+        w, h = int(row["width"]), int(row["height"])
+        assert Image.open(tiny_synthfer / "Image" / "original" / row["name"]).size == (w, h)
+        pts = np.array([float(v) for k, v in row.items() if k.endswith("_x") or k.endswith("_y")]).reshape(5, 2)
+        assert (pts[:, 0] > 0).all() and (pts[:, 0] < w).all() and (pts[:, 1] > 0).all() and (pts[:, 1] < h).all()
+        # eyes above the nose above the mouth, in the face's own (rotated) frame: eye distance is sane
+        eye_dist = np.linalg.norm(pts[0] - pts[1])
+        assert 0.12 * w < eye_dist < 0.35 * w
+
+
+def test_landmarks_match_rendered_features(tmp_path):
+    # a dark pupil sits at each eye landmark: the pixel there is darker than the face around it
+    root = tmp_path / "s"
+    synthfer.generate(root, seed=1, n_train=6, n_test=1, progress=False, occluder_prob=0.0, glasses_prob=0.0,
+                      noise_std=(0.0, 0.0), blur=(0.0, 0.0), intensity=(0.0, 0.0), expr_jitter=0.0)
+    for row in read_rows(root / "EmoLabel" / "landmarks.csv"):
+        img = np.asarray(Image.open(root / "Image" / "original" / row["name"]).convert("L"), dtype=float)
+        for eye in ("left_eye", "right_eye"):
+            x, y = int(float(row[f"{eye}_x"])), int(float(row[f"{eye}_y"]))
+            assert img[y, x] < 90, (row["name"], eye, img[y, x])
+
+
+def test_idempotent_and_refuses_to_overwrite(tmp_path):
+    root = tmp_path / "s"
+    synthfer.generate(root, seed=0, **SMALL)
+    stamp = (root / "EmoLabel" / "list_patition_label.txt").stat().st_mtime_ns
+    meta = synthfer.generate(root, seed=0, **SMALL)            # same parameters: nothing written
+    assert meta["seconds"] == 0.0
+    assert (root / "EmoLabel" / "list_patition_label.txt").stat().st_mtime_ns == stamp
+    with pytest.raises(SynthFERError, match="different parameters"):
+        synthfer.generate(root, seed=1, **SMALL)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(SynthFERError, match="refusing to overwrite"):
+        synthfer.generate(other, seed=0, **SMALL)
+    assert (other / "notes.txt").read_text() == "mine"
+    with pytest.raises(SynthFERError, match="unknown SynthFER parameter"):
+        synthfer.generate(tmp_path / "x", colour=True)
+
+
+def test_latent_mixtures_and_votes_statistics():
+    params = synthfer._normalise_params({})
+    rng = np.random.default_rng(0)
+    lab = synthfer.sample_labels(20000, rng, params)
+    assert np.allclose(lab["latent"].sum(1), 1)
+    assert np.array_equal(lab["votes"].sum(1), lab["k"]) and lab["k"].min() >= 10 and lab["k"].max() <= 40
+    # dominant classes follow RAF-DB's imbalance: Happiness most frequent, Fear least
+    freq = np.bincount(lab["latent"].argmax(1), minlength=7) / 20000
+    assert freq.argmax() == 3 and freq.argmin() == 1
+    share = (lab["label"] != lab["dominant"]).mean()
+    assert 0.05 <= share <= 0.15
+    # no ambiguity and no annotator noise: every vote is the dominant class
+    clean = synthfer.sample_labels(500, rng, dict(params, ambiguity=0.0, annotator_noise=0.0))
+    assert (clean["label"] == clean["dominant"]).all() and (clean["votes"].max(1) == clean["k"]).all()
+
+
+def test_default_root_and_ensure(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADADF_DATA", str(tmp_path / "data"))
+    assert synthfer.default_root() == tmp_path / "data" / "synthfer"
+    root = synthfer.ensure(n_train=3, n_test=2, progress=False)
+    assert root == tmp_path / "data" / "synthfer" and (root / "synthfer.json").exists()
+    assert not list((tmp_path / "data").glob(".*partial*"))
+
+
+def test_sample_grid_figure(tiny_synthfer):
+    fig = synthfer.sample_grid_figure(tiny_synthfer, per_class=3)
+    assert len(fig.axes) == 21
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles and all(t.split()[0] in CLASS_NAMES for t in titles)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def test_cli(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert synthfer.cli_main(["--out", str(out), "--n-train", "8", "--n-test", "4", "--seed", "2",
+                              "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "train: 8 images" in text and "test: 4 images" in text and "disagreement share" in text
+    assert json.loads((out / "synthfer.json").read_text())["params"]["seed"] == 2
+    (out / "synthfer.json").write_text("{}")
+    assert synthfer.cli_main(["--out", str(out), "--no-progress"]) == 2
+    assert "different parameters" in capsys.readouterr().err
