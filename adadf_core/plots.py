@@ -1,0 +1,490 @@
+"""Every figure the notebooks show. Each function returns a matplotlib Figure; ``save_figure`` writes it.
+
+Functions take either a ``Run`` (anything with ``.metrics``, ``.summary``, ...) or the plain arrays the
+run folder holds (docs/ARCHITECTURE.md, run folder contract). Figure numbers refer to the paper.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+DPI = 120
+
+
+def save_figure(fig, out_dir: str | Path, name: str, dpi: int = DPI) -> Path:
+    """Write ``fig`` to ``out_dir/figures/<name>.png`` and return the path."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError(f"figure name {name!r} must be letters, digits, '.', '_' or '-'")
+    folder = Path(out_dir) / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def show(fig, out_dir: str | Path, name: str):
+    """Notebook helper: save ``fig`` (``save_figure``), display it once and close it. Returns the path."""
+    path = save_figure(fig, out_dir, name)
+    try:
+        from IPython.display import display
+        display(fig)
+    except ImportError:
+        pass
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+def _metrics(x) -> pd.DataFrame:
+    m = x if isinstance(x, pd.DataFrame) else getattr(x, "metrics", None)
+    if m is None or len(m) == 0:
+        raise ValueError("no metrics: the run has no finished epoch yet (metrics.csv is empty)")
+    return m
+
+
+def _has(m: pd.DataFrame, col: str) -> bool:
+    return col in m.columns and pd.to_numeric(m[col], errors="coerce").notna().any()
+
+
+def _class_names(names: Optional[Sequence[str]], c: int) -> list[str]:
+    return list(names) if names is not None and len(names) == c else [f"class {i}" for i in range(c)]
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1.0)
+    return -(p * np.log(p)).sum(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# training curves
+
+def learning_curves(run, title: str | None = None):
+    """2×2 panels from metrics.csv: train/test accuracy (best and last epoch marked), loss parts,
+    the ramp weights w_CE / w_KL (spec section 3) and the learning rate."""
+    m = _metrics(run)
+    ep = m["epoch"].to_numpy()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    ax = axes[0, 0]
+    for col, label in (("train_acc", "train"), ("test_acc", "test")):
+        if _has(m, col):
+            ax.plot(ep, m[col], marker="o", ms=3, label=label)
+    if _has(m, "test_acc"):
+        acc = pd.to_numeric(m["test_acc"], errors="coerce").to_numpy()
+        b = int(np.nanargmax(acc))
+        ax.scatter([ep[b]], [acc[b]], s=90, marker="*", color="crimson", zorder=5,
+                   label=f"best (epoch {ep[b]}): {acc[b]:.2%}")
+        ax.scatter([ep[-1]], [acc[-1]], s=60, marker="s", color="black", zorder=5,
+                   label=f"last (epoch {ep[-1]}): {acc[-1]:.2%}")
+    ax.set(title="accuracy", xlabel="epoch", ylabel="accuracy")
+    ax.legend(fontsize=8)
+    ax = axes[0, 1]
+    for col in ("loss", "loss_ce", "loss_kl", "loss_rr"):
+        if _has(m, col):
+            ax.plot(ep, m[col], marker=".", label=col)
+    ax.set(title="loss parts", xlabel="epoch")
+    ax.legend(fontsize=8)
+    ax = axes[1, 0]
+    for col in ("w_ce", "w_kl"):
+        if _has(m, col):
+            ax.plot(ep, m[col], marker=".", label=col)
+    ax.set(title="loss weights (ramps)", xlabel="epoch", ylim=(0, 1.05))
+    ax.legend(fontsize=8)
+    ax = axes[1, 1]
+    if _has(m, "lr"):
+        ax.plot(ep, m["lr"], marker=".")
+        ax.set_yscale("log")
+    ax.set(title="learning rate", xlabel="epoch")
+    from matplotlib.ticker import MaxNLocator
+    for a in axes.flat:
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def per_class_accuracy(run, class_names: Sequence[str] | None = None):
+    """Bars of per-class test accuracy at the last and the best epoch (summary.json)."""
+    s = run.summary if hasattr(run, "summary") else dict(run)
+    last = np.asarray(s.get("per_class_acc_last") or [], dtype=float)
+    best = np.asarray(s.get("per_class_acc_best") or [], dtype=float)
+    if last.size == 0:
+        raise ValueError("the run summary has no per_class_acc_last")
+    names = _class_names(class_names or s.get("class_names"), last.size)
+    x = np.arange(last.size)
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    w = 0.38 if best.size else 0.7
+    ax.bar(x - (w / 2 if best.size else 0), last, w, label=f"last epoch (mean {last.mean():.2%})")
+    if best.size:
+        ax.bar(x + w / 2, best, w, label=f"best epoch (mean {best.mean():.2%})")
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set(ylim=(0, 1), ylabel="accuracy", title="per-class test accuracy")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(conf, class_names: Sequence[str] | None = None, normalize: bool = True,
+                     title: str = "confusion matrix (rows: true class)"):
+    """Seaborn heatmap of a [C, C] confusion matrix, rows normalised to sum to 1 when ``normalize``."""
+    import seaborn as sns
+
+    conf = np.asarray(conf, dtype=float)
+    if conf.ndim != 2 or conf.shape[0] != conf.shape[1]:
+        raise ValueError(f"confusion matrix must be square, got shape {conf.shape}")
+    data = conf / np.maximum(conf.sum(1, keepdims=True), 1e-12) if normalize else conf
+    names = _class_names(class_names, conf.shape[0])
+    fig, ax = plt.subplots(figsize=(6.4, 5.4))
+    sns.heatmap(data, annot=True, fmt=".2f" if normalize else ".0f", cmap="Blues", ax=ax,
+                xticklabels=names, yticklabels=names, vmin=0, vmax=1 if normalize else None, cbar=True)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Fig. 3: t-SNE and separability
+
+def separability(features, labels, k: int = 5, seed: int = 0, max_points: int = 3000) -> dict:
+    """How well classes separate in feature space: silhouette score (cosine, on standardised features)
+    and the cross-validated k-NN accuracy. Higher is better for both."""
+    from sklearn.metrics import silhouette_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels)
+    if len(x) > max_points:
+        keep = np.random.default_rng(seed).choice(len(x), max_points, replace=False)
+        x, y = x[keep], y[keep]
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise ValueError("separability needs at least two classes")
+    x = StandardScaler().fit_transform(x)
+    sil = float(silhouette_score(x, y, metric="cosine"))
+    folds = int(min(5, counts.min()))
+    if folds >= 2:
+        knn = KNeighborsClassifier(n_neighbors=min(k, max(1, len(x) // folds - 1)))
+        cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+        acc = float(cross_val_score(knn, x, y, cv=cv).mean())
+    else:
+        acc = float("nan")
+    return {"silhouette": sil, "knn_acc": acc}
+
+
+def tsne_embedding(features, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
+    """2-D t-SNE (sklearn, PCA initialisation, fixed seed) of [N, F] features."""
+    from sklearn.manifold import TSNE
+
+    x = np.asarray(features, dtype=np.float32)
+    perp = float(min(perplexity, max(2.0, (len(x) - 1) / 3)))
+    return TSNE(n_components=2, init="pca", random_state=seed, perplexity=perp,
+                learning_rate="auto").fit_transform(x)
+
+
+def tsne_comparison(feature_sets: Mapping[str, dict], class_names: Sequence[str] | None = None,
+                    seed: int = 0, max_points: int = 2000):
+    """Fig. 3: one t-SNE panel per entry of ``feature_sets`` (e.g. {"baseline": f1, "Ada-DF": f2}; each a
+    features.npz dict or a Run), coloured by true class, with the separability scores under each panel.
+    The scores are also stored on the figure as ``fig.separability`` (label -> dict)."""
+    n = len(feature_sets)
+    if n == 0:
+        raise ValueError("tsne_comparison needs at least one feature set")
+    fig, axes = plt.subplots(1, n, figsize=(5.6 * n, 5.6), squeeze=False)
+    scores = {}
+    cmap = plt.get_cmap("tab10")
+    names_used = None
+    for ax, (label, fs) in zip(axes[0], feature_sets.items()):
+        data = fs.features if hasattr(fs, "features") and not isinstance(fs, dict) else fs
+        if data is None:
+            raise ValueError(f"{label}: the run has no features.npz")
+        x, y = np.asarray(data["features"]), np.asarray(data["labels"])
+        if len(x) > max_points:
+            keep = np.sort(np.random.default_rng(seed).choice(len(x), max_points, replace=False))
+            x, y = x[keep], y[keep]
+        names = _class_names(class_names, int(max(y.max() + 1, len(class_names or []))))
+        names_used = names
+        emb = tsne_embedding(x, seed=seed)
+        for c in np.unique(y):
+            sel = y == c
+            ax.scatter(emb[sel, 0], emb[sel, 1], s=7, color=cmap(int(c) % 10), label=names[int(c)], alpha=0.8)
+        scores[label] = separability(x, y, seed=seed)
+        ax.set_title(label)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(f"silhouette {scores[label]['silhouette']:.3f}   "
+                      f"{5}-NN accuracy {scores[label]['knn_acc']:.2%}")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), fontsize=8, markerscale=2)
+    fig.suptitle("t-SNE of test-set features (target branch), coloured by true class")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.separability = scores
+    fig.class_names = names_used
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Fig. 4: class distributions
+
+def fallback_rows(D, threshold: float | None = None, atol: float = 1e-5) -> np.ndarray:
+    """Boolean [C]: rows of D that are the threshold distribution (diagonal = t, off-diagonal all equal),
+    i.e. classes whose mined mean prediction did not reach t (spec section 4)."""
+    D = np.asarray(D, dtype=np.float64)
+    c = D.shape[0]
+    out = np.zeros(c, dtype=bool)
+    for i in range(c):
+        off = np.delete(D[i], i)
+        flat = np.ptp(off) <= atol
+        diag_ok = threshold is None or abs(D[i, i] - threshold) <= atol
+        out[i] = flat and diag_ok
+    return out
+
+
+def class_distribution_heatmap(D, class_names: Sequence[str] | None = None, threshold: float | None = None,
+                               title: str = "class distributions D (rows: class, columns: description degree)"):
+    """Fig. 4: the [C, C] matrix D as an annotated heatmap; rows that fell back to the threshold
+    distribution are marked "(fallback)" and outlined."""
+    import seaborn as sns
+    from matplotlib.patches import Rectangle
+
+    D = np.asarray(D, dtype=np.float64)
+    names = _class_names(class_names, D.shape[0])
+    fb = fallback_rows(D, threshold)
+    ylabels = [f"{n} (fallback)" if f else n for n, f in zip(names, fb)]
+    fig, ax = plt.subplots(figsize=(7, 5.8))
+    sns.heatmap(D, annot=True, fmt=".2f", cmap="viridis", vmin=0, vmax=1, ax=ax,
+                xticklabels=names, yticklabels=ylabels)
+    for i in np.flatnonzero(fb):
+        ax.add_patch(Rectangle((0, i), D.shape[1], 1, fill=False, edgecolor="red", lw=2))
+    ax.set(title=title, xlabel="description degree of class", ylabel="class")
+    fig.tight_layout()
+    fig.fallback = fb
+    return fig
+
+
+def class_distribution_evolution(dists, class_names: Sequence[str] | None = None,
+                                 threshold: float | None = None, panels: int = 5):
+    """How D evolves: small multiples of D at a few epochs (top) and, below, each class's diagonal
+    D[e, c, c] over epochs with the threshold t; an "x" marks an epoch where the class fell back."""
+    dists = np.asarray(dists, dtype=np.float64)
+    if dists.ndim != 3:
+        raise ValueError(f"class distributions must be [E+1, C, C], got shape {dists.shape}")
+    n_e, c = dists.shape[0], dists.shape[1]
+    names = _class_names(class_names, c)
+    picks = sorted(set(np.linspace(0, n_e - 1, min(panels, n_e)).round().astype(int).tolist()))
+    fig = plt.figure(figsize=(2.6 * max(len(picks), 3), 7.2))
+    gs = fig.add_gridspec(2, len(picks), height_ratios=[1, 1.25])
+    for j, e in enumerate(picks):
+        ax = fig.add_subplot(gs[0, j])
+        ax.imshow(dists[e], vmin=0, vmax=1, cmap="viridis")
+        ax.set_title("initial D" if e == 0 else f"after epoch {e}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks(range(c) if j == 0 else [])
+        if j == 0:
+            ax.set_yticklabels(names, fontsize=7)
+    ax = fig.add_subplot(gs[1, :])
+    cmap = plt.get_cmap("tab10")
+    epochs = np.arange(n_e)
+    for i in range(c):
+        diag = dists[:, i, i]
+        ax.plot(epochs, diag, marker=".", color=cmap(i % 10), label=names[i])
+        fb = np.array([fallback_rows(dists[e], threshold)[i] for e in range(1, n_e)], dtype=bool)
+        ax.scatter(epochs[1:][fb], diag[1:][fb], marker="x", s=50, color=cmap(i % 10))
+    if threshold is not None:
+        ax.axhline(threshold, ls="--", color="grey", label=f"threshold t = {threshold:g}")
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epoch (0 = initial D)", ylabel="D[c, c]", ylim=(0, 1.02),
+           title="diagonal of D over epochs (x = threshold fallback)")
+    ax.legend(fontsize=7, ncol=4)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Figs. 5 and 6: tracked samples
+
+def _tracked(t) -> dict:
+    data = t.tracked if hasattr(t, "tracked") and not isinstance(t, dict) else t
+    if not data or "fused" not in data:
+        raise ValueError("no tracked samples: the run's method does not log label/class/fused distributions")
+    return data
+
+
+def pick_tracked_samples(tracked, n: int = 2) -> list[int]:
+    """Positions (into tracked arrays) of an ambiguous and a clear sample: by ground-truth vote entropy
+    when the data set has it (SynthFER), else by the last epoch's attention weight (low = ambiguous)."""
+    t = _tracked(tracked)
+    k = t["fused"].shape[1]
+    gt = t.get("gt")
+    if gt is not None and np.asarray(gt).size and np.isfinite(gt).all():
+        score = _entropy(gt)                               # high = ambiguous
+    else:
+        score = -np.asarray(t["attention_weight"])[-1]     # low weight = ambiguous
+    order = np.argsort(-score, kind="stable")
+    picks = [int(order[0]), int(order[-1])] if k > 1 else [0]
+    for i in order:                                         # more when asked for
+        if len(picks) >= min(n, k):
+            break
+        if int(i) not in picks:
+            picks.append(int(i))
+    return picks[:max(1, min(n, k))]
+
+
+def fusion_sample(tracked, k: int, epoch: int = -1, class_names: Sequence[str] | None = None):
+    """Fig. 5 for tracked sample ``k``: bars of its label distribution d, class distribution D[y], the
+    fused target f and (SynthFER) the ground-truth vote distribution; title gives the attention weight."""
+    t = _tracked(tracked)
+    d, cd, f = (np.asarray(t[key])[epoch, k] for key in ("label_dist", "class_dist", "fused"))
+    c = d.shape[-1]
+    names = _class_names(class_names, c)
+    series = [("label distribution d", d), ("class distribution D[y]", cd), ("fused f", f)]
+    gt = t.get("gt")
+    if gt is not None and np.isfinite(gt[k]).all():
+        series.append(("ground-truth votes", np.asarray(gt[k])))
+    n_ep = np.asarray(t["fused"]).shape[0]
+    e = epoch if epoch >= 0 else n_ep + epoch
+    w = float(np.asarray(t["attention_weight"])[epoch, k])
+    y = int(np.asarray(t["labels"])[k])
+    fig, ax = plt.subplots(figsize=(8.5, 3.8))
+    x = np.arange(c)
+    width = 0.8 / len(series)
+    for j, (label, v) in enumerate(series):
+        ax.bar(x + (j - (len(series) - 1) / 2) * width, v, width, label=label)
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    idx = int(np.asarray(t["indices"])[k])
+    ax.set(ylim=(0, 1), ylabel="probability",
+           title=f"sample {idx} (label {names[y]}), epoch {e + 1}: attention weight w = {w:.3f}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def fusion_over_epochs(tracked, k: int, class_names: Sequence[str] | None = None):
+    """Fig. 6 for tracked sample ``k``: heatmaps (epoch × class) of the label distribution d and the fused
+    target f, and the attention weight over epochs."""
+    t = _tracked(tracked)
+    d = np.asarray(t["label_dist"])[:, k]
+    f = np.asarray(t["fused"])[:, k]
+    w = np.asarray(t["attention_weight"])[:, k]
+    n_ep, c = d.shape
+    names = _class_names(class_names, c)
+    y = int(np.asarray(t["labels"])[k])
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 0.25 * n_ep + 3.2), layout="constrained",
+                             gridspec_kw=dict(width_ratios=[1, 1.2, 0.6]))
+    for ax, data, title in ((axes[0], d, "label distribution d"), (axes[1], f, "fused f")):
+        im = ax.imshow(data, aspect="auto", vmin=0, vmax=1, cmap="magma", interpolation="nearest",
+                       extent=(-0.5, c - 0.5, n_ep + 0.5, 0.5))
+        ax.set_xticks(range(c), names, rotation=45, ha="right", fontsize=8)
+        ax.set(ylabel="epoch", title=title)
+        ax.axvline(y, color="cyan", lw=0.8, ls=":")
+    fig.colorbar(im, ax=axes[1], fraction=0.08, label="probability")
+    axes[2].plot(w, np.arange(1, n_ep + 1), marker="o")
+    axes[2].set(xlim=(0, 1.05), ylim=(n_ep + 0.5, 0.5), xlabel="attention weight w", ylabel="epoch",
+                title="weight")
+    for ax in axes:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(f"sample {int(np.asarray(t['indices'])[k])} (label {names[y]}; dotted line) over epochs")
+    return fig
+
+
+def divergence_curves(run):
+    """SynthFER only: KL and JS divergence between the ground-truth vote distribution and the label
+    (d), class (D[y]) and fused (f) distributions of the training samples, per epoch (metrics.csv)."""
+    m = _metrics(run)
+    cols = [f"{kind}_gt_{what}" for kind in ("kl", "js") for what in ("label", "class", "fused")]
+    if not any(_has(m, c) for c in cols):
+        raise ValueError("metrics.csv has no divergence columns (kl_gt_*, js_gt_*): they exist on SynthFER only")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, kind in zip(axes, ("kl", "js")):
+        for what in ("label", "class", "fused"):
+            col = f"{kind}_gt_{what}"
+            if _has(m, col):
+                ax.plot(m["epoch"], m[col], marker=".", label=f"{kind.upper()}(gt ‖ {what})")
+        ax.set(title=f"{kind.upper()} divergence to the ground-truth votes", xlabel="epoch")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# study plots
+
+def ablation_bars(table: pd.DataFrame):
+    """Table 2 as bars: best and last accuracy per variant (error bars = std over seeds), paper marked."""
+    t = table
+    names = list(t.index)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    for j, (col, label) in enumerate((("best_acc", "best epoch"), ("last_acc", "last epoch"))):
+        std = t.get(f"{col}_std")
+        err = None if std is None or std.isna().all() else std.fillna(0).to_numpy()
+        ax.bar(x + (j - 0.5) * 0.38, t[col].to_numpy(), 0.38, yerr=err, capsize=3, label=label)
+    if "paper_best_acc" in t and t["paper_best_acc"].notna().any():
+        src = str(t["paper_source"].iloc[0]) if "paper_source" in t else "paper"
+        ax.scatter(x - 0.19, t["paper_best_acc"], marker="_", s=400, color="black", zorder=5,
+                   label=f"paper best ({src})")
+    lo = float(np.nanmin(t[["best_acc", "last_acc"]].to_numpy()))
+    ax.set_xticks(x, names)
+    ax.set(ylabel="test accuracy", ylim=(max(0, lo - 0.1), 1), title="ablation (paper Table 2)")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
+    fig.tight_layout()
+    return fig
+
+
+def sensitivity_lines(table: pd.DataFrame):
+    """Table 1: one panel per hyper-parameter, best and last accuracy against its value."""
+    params = list(dict.fromkeys(table["param"]))
+    if not params:
+        raise ValueError("empty sensitivity table")
+    fig, axes = plt.subplots(1, len(params), figsize=(4.2 * len(params), 3.6), squeeze=False, sharey=True)
+    for ax, p in zip(axes[0], params):
+        sub = table[table["param"] == p].sort_values("value")
+        for col, style in (("best_acc", "o-"), ("last_acc", "s--")):
+            std = sub.get(f"{col}_std")
+            ax.errorbar(sub["value"].astype(float), sub[col],
+                        yerr=None if std is None or std.isna().all() else std.fillna(0), fmt=style,
+                        capsize=3, label=col.replace("_acc", ""))
+        base = sub[sub["is_base"]] if "is_base" in sub else sub.iloc[:0]
+        if len(base):
+            ax.axvline(float(base["value"].iloc[0]), color="grey", ls=":", label="preset")
+        ax.set(title=p, xlabel=p)
+        ax.legend(fontsize=7)
+    axes[0, 0].set_ylabel("test accuracy")
+    fig.suptitle("sensitivity (paper Table 1): one factor at a time")
+    fig.tight_layout()
+    return fig
+
+
+def noise_plot(table: pd.DataFrame):
+    """Table 4: accuracy against symmetric noise rate, one colour per method (best solid, last dashed),
+    the paper's numbers as open markers; external-label-file rows are shown as text beside the axes."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    cmap = plt.get_cmap("tab10")
+    numeric = pd.to_numeric(table["noise"], errors="coerce")
+    for i, m in enumerate(dict.fromkeys(table["method"])):
+        sub = table[(table["method"] == m) & numeric.notna()].assign(rate=numeric).sort_values("rate")
+        if len(sub):
+            ax.plot(sub["rate"], sub["best_acc"], "o-", color=cmap(i), label=f"{m} best")
+            ax.plot(sub["rate"], sub["last_acc"], "s--", color=cmap(i), alpha=0.7, label=f"{m} last")
+            if "paper_acc" in sub and sub["paper_acc"].notna().any():
+                ax.scatter(sub["rate"], sub["paper_acc"], facecolors="none", edgecolors=cmap(i), s=80,
+                           label=f"{m} paper (RAF-DB)")
+    files = table[numeric.isna()]
+    if len(files):
+        text = "\n".join(f"{r.method} @ {r.noise}: best {r.best_acc:.2%}" for r in files.itertuples())
+        ax.text(1.02, 0.0, "label files:\n" + text, transform=ax.transAxes, fontsize=7, va="bottom")
+    ax.set(xlabel="symmetric noise rate", ylabel="test accuracy", title="label noise (paper Table 4)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig

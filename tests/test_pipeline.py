@@ -1,0 +1,151 @@
+"""pipeline.py with throwaway notebooks in a tmp folder (real papermill + kernel, no training)."""
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from adadf_core import pipeline
+
+PARAMS = '''dataset = "synthfer"
+data_root = None
+output_dir = "results/x"   # where figures/ and tables/ go
+runs_dir = None
+device = "auto"
+profile = "official"
+quick = False
+'''
+
+WRITE_OUTPUTS = '''
+from pathlib import Path
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+from adadf_core import plots, studies
+fig, ax = plt.subplots()
+ax.plot([0, 1], [0, 1])
+plots.save_figure(fig, output_dir, "{name}_figure")
+studies.save_table(pd.DataFrame({{"param": ["{name}"], "value": [{value}]}}), output_dir, "{name}_table")
+'''
+
+
+def write_notebook(path, extra_params="", body=""):
+    params = new_code_cell(PARAMS + extra_params)
+    params.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[params, new_code_cell(body)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+@pytest.fixture()
+def books(tmp_path):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    write_notebook(folder / "01_first.ipynb", "alpha = 1  # a = 1 in a comment\n",
+                   WRITE_OUTPUTS.format(name="first", value="alpha"))
+    write_notebook(folder / "02_second.ipynb", "beta = [0.1, 0.2]\n",
+                   WRITE_OUTPUTS.format(name="second", value="beta[0]"))
+    return folder
+
+
+def test_find_notebooks_and_only(books):
+    assert [b.name for b in pipeline.find_notebooks(books)] == ["01_first.ipynb", "02_second.ipynb"]
+    assert [b.name for b in pipeline.find_notebooks(books, "2")] == ["02_second.ipynb"]
+    assert [b.name for b in pipeline.find_notebooks(books, ["01_first"])] == ["01_first.ipynb"]
+    with pytest.raises(pipeline.PipelineError, match="--only 05"):
+        pipeline.find_notebooks(books, "05")
+
+
+def test_notebook_parameters_parsed_with_comments(books):
+    params = pipeline.notebook_parameters(books / "01_first.ipynb")
+    assert params["alpha"] == "1" and params["output_dir"] == '"results/x"'
+    assert list(params)[:2] == ["dataset", "data_root"]
+
+
+def test_parse_value():
+    assert pipeline.parse_value("3") == 3
+    assert pipeline.parse_value("[0, 1]") == [0, 1]
+    assert pipeline.parse_value("None") is None and pipeline.parse_value("true") is True
+    assert pipeline.parse_value('{"lambda_min": [0.1]}') == {"lambda_min": [0.1]}
+    assert pipeline.parse_value("cuda:0") == "cuda:0"
+
+
+def test_misspelled_parameter_is_an_error(books, tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(pipeline.PipelineError, match="Did you mean alpha"):
+        pipeline.reproduce(output=out, notebooks_dir=books, params={"alpah": 2}, progress=False)
+    assert not (out / "notebooks").exists()          # nothing ran
+    code = pipeline.cli_main(["--notebooks", str(books), "--output", str(out), "-p", "betta", "1"])
+    assert code == 2
+    assert "no selected notebook has a parameter called 'betta'" in capsys.readouterr().err
+    with pytest.raises(pipeline.PipelineError, match="--output"):
+        pipeline.reproduce(output=out, notebooks_dir=books, params={"output_dir": "x"}, progress=False)
+
+
+def test_failing_notebook_stops_pipeline(books, tmp_path, capsys):
+    write_notebook(books / "02_second.ipynb", "", 'x = 1\nraise ValueError("boom from the test notebook")')
+    write_notebook(books / "03_never.ipynb", "", "open(output_dir + '/never_ran', 'w').close()")
+    out = tmp_path / "out"
+    code = pipeline.cli_main(["--notebooks", str(books), "--output", str(out), "--no-progress"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "02_second.ipynb FAILED" in err
+    assert 'raise ValueError("boom from the test notebook")' in err      # the cell source
+    assert "ValueError: boom from the test notebook" in err
+    # the first notebook's outputs stay, the third never ran
+    assert (out / "figures" / "first_figure.png").is_file()
+    assert (out / "tables" / "first_table.csv").is_file()
+    assert (out / "notebooks" / "01_first.ipynb").is_file()
+    assert (out / "notebooks" / "02_second.ipynb").is_file()     # kept, with the traceback
+    assert not (out / "notebooks" / "03_never.ipynb").exists() and not (out / "never_ran").exists()
+    timings = (out / "timings.csv").read_text()
+    assert "01_first.ipynb" in timings and ",failed," in timings
+
+
+def test_index_lists_figures_tables_and_timings(books, tmp_path):
+    out = tmp_path / "out"
+    result = pipeline.reproduce(output=out, notebooks_dir=books, params={"alpha": 7}, progress=False)
+    assert [p.name for p in result.figures] == ["first_figure.png", "second_figure.png"]
+    readme = (out / "README.md").read_text()
+    assert "![first_figure](figures/first_figure.png)" in readme
+    assert "![second_figure](figures/second_figure.png)" in readme
+    assert "| first | 7.0000 |" in readme or "| first | 7 |" in readme        # table inline, -p value used
+    assert "| second | 0.1000 |" in readme
+    assert "cpu_count" in readme and "torch" in readme
+    assert "| 01_first.ipynb | ok |" in readme and "| 02_second.ipynb | ok |" in readme
+    rows = (out / "timings.csv").read_text().splitlines()
+    assert rows[0] == "notebook,seconds,status,finished_at" and len(rows) == 3
+    record = json.loads((out / "pipeline.json").read_text())
+    assert record["parameters"]["alpha"] == 7 and record["parameters"]["output_dir"] == str(out)
+    # executed notebook holds the injected parameters
+    executed = nbformat.read(str(out / "notebooks" / "01_first.ipynb"), as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "alpha = 7" in injected[0].source
+
+
+def test_other_parameters_refused_unless_force(books, tmp_path):
+    out = tmp_path / "out"
+    pipeline.reproduce(output=out, notebooks_dir=books, params={"alpha": 1}, progress=False, only="01")
+    # same parameters: fine (outputs refreshed in place)
+    pipeline.reproduce(output=out, notebooks_dir=books, params={"alpha": 1}, progress=False, only="01")
+    with pytest.raises(pipeline.PipelineError, match="alpha: 1 -> 2"):
+        pipeline.reproduce(output=out, notebooks_dir=books, params={"alpha": 2}, progress=False, only="01")
+    assert json.loads((out / "pipeline.json").read_text())["parameters"]["alpha"] == 1
+    pipeline.reproduce(output=out, notebooks_dir=books, params={"alpha": 2}, progress=False, only="01",
+                       force=True)
+    previous = list(out.glob("previous-*"))
+    assert len(previous) == 1
+    assert json.loads((previous[0] / "pipeline.json").read_text())["parameters"]["alpha"] == 1
+    assert (previous[0] / "README.md").is_file() and (previous[0] / "figures" / "first_figure.png").is_file()
+    assert json.loads((out / "pipeline.json").read_text())["parameters"]["alpha"] == 2
+
+
+def test_budgets_cover_every_dataset_and_quick_keeps_tiny_runs():
+    from adadf_core.config import DATASETS
+    assert set(DATASETS) <= set(pipeline.BUDGETS)
+    assert pipeline.BUDGETS["raf"]["epochs"] == 75
+    quick = pipeline.budget_for("raf", quick=True)
+    assert quick["epochs"] is None and quick["noise_epochs"] is None

@@ -1,0 +1,240 @@
+"""plots.py against fake run folders written per the run folder contract (docs/ARCHITECTURE.md)."""
+from __future__ import annotations
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from adadf_core import plots  # noqa: E402
+from adadf_core.config import make_config  # noqa: E402
+from adadf_core.runs import Run  # noqa: E402
+
+NAMES = ["Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral"]
+C, E, K = 7, 4, 3
+
+
+def threshold_row(c: int, t: float = 0.7, off: float = 0.4 / 6) -> np.ndarray:
+    row = np.full(C, off)
+    row[c] = t
+    return row
+
+
+def make_fake_run(path, method="adadf", epochs=E, with_gt=True, seed=0):
+    """A finished run folder with every file the contract lists, filled with plausible values."""
+    rng = np.random.default_rng(seed)
+    path.mkdir(parents=True)
+    cfg = make_config("synthfer", method=method, epochs=epochs, seed=seed, run_dir=str(path))
+    (path / "config.json").write_text(json.dumps({"config": json.loads(cfg.to_json()),
+                                                  "environment": {"class_names": NAMES}}))
+    test_acc = np.array([0.40, 0.62, 0.58, 0.55])[:epochs]
+    rows = []
+    for e in range(1, epochs + 1):
+        rows.append(dict(epoch=e, lr=1e-3 * 0.9 ** (e - 1), w_ce=1.0 if e <= 3 else 0.94,
+                         w_kl=np.exp(-(1 - min(e, 3) / 3) ** 2), loss=2.0 / e, loss_ce=1.5 / e, loss_kl=0.4 / e,
+                         loss_rr=0.01, train_acc=0.3 + 0.1 * e, test_acc=test_acc[e - 1], seconds=1.0,
+                         kl_gt_label=0.9 / e, kl_gt_class=0.5, kl_gt_fused=0.4 / e,
+                         js_gt_label=0.2 / e, js_gt_class=0.15, js_gt_fused=0.1 / e))
+    pd.DataFrame(rows).to_csv(path / "metrics.csv", index=False)
+    D = np.stack([np.stack([threshold_row(c) for c in range(C)])] * (epochs + 1))
+    for e in range(1, epochs + 1):
+        for c in range(C):
+            if c != 1:  # class 1 (Fear) stays in fallback: diagonal below t
+                row = rng.dirichlet(np.ones(C)) * 0.2
+                row[c] = 0.0
+                row = row / row.sum() * 0.2
+                row[c] = 0.8
+                D[e, c] = row
+    np.save(path / "class_distributions.npy", D.astype(np.float32))
+    def dists(shape):
+        x = rng.random(shape) + 0.05
+        return (x / x.sum(-1, keepdims=True)).astype(np.float32)
+    tracked = dict(indices=np.array([5, 17, 42]), labels=np.array([0, 3, 6]),
+                   label_dist=dists((epochs, K, C)), class_dist=dists((epochs, K, C)), fused=dists((epochs, K, C)),
+                   attention_raw=rng.random((epochs, K)).astype(np.float32),
+                   attention_weight=np.tile(np.array([0.9, 0.2, 0.5], np.float32), (epochs, 1)))
+    if with_gt:
+        gt = np.zeros((K, C), np.float32)
+        gt[0, 0] = 1.0                        # clear: all votes on one class
+        gt[1] = 1.0 / C                       # ambiguous: uniform votes
+        gt[2, [5, 6]] = 0.5
+        tracked["gt"] = gt
+    np.savez(path / "tracked.npz", **tracked)
+    conf = rng.integers(0, 20, (C, C)) + np.diag(np.full(C, 50))
+    np.save(path / "confusion.npy", conf)
+    np.save(path / "confusion_best.npy", conf)
+    labels = np.repeat(np.arange(C), 12)
+    centers = rng.normal(0, 8, (C, 16))
+    feats = centers[labels] + rng.normal(0, 1, (len(labels), 16))
+    np.savez(path / "features.npz", features=feats.astype(np.float32), labels=labels, preds=labels)
+    summary = dict(finished=True, best_acc=float(test_acc.max()), best_epoch=int(test_acc.argmax() + 1),
+                   last_acc=float(test_acc[-1]), last_epoch=epochs, per_class_acc_last=list(np.linspace(.3, .9, C)),
+                   per_class_acc_best=list(np.linspace(.35, .95, C)), class_names=NAMES, method=method,
+                   dataset="synthfer", seconds=4.0)
+    (path / "summary.json").write_text(json.dumps(summary))
+    return Run(path)
+
+
+@pytest.fixture()
+def run(tmp_path):
+    return make_fake_run(tmp_path / "adadf-seed0")
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_save_figure_writes_png(tmp_path, run):
+    fig = plots.learning_curves(run)
+    path = plots.save_figure(fig, tmp_path / "out", "02_learning_curves")
+    assert path == tmp_path / "out" / "figures" / "02_learning_curves.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError):
+        plots.save_figure(fig, tmp_path, "bad name/with slash")
+
+
+def test_learning_curves_mark_best_and_last(run):
+    fig = plots.learning_curves(run)
+    assert len(fig.axes) == 4
+    acc_ax = fig.axes[0]
+    labels = [t.get_text() for t in acc_ax.get_legend().get_texts()]
+    assert any(lbl.startswith("best (epoch 2)") for lbl in labels), labels
+    assert any(lbl.startswith("last (epoch 4)") for lbl in labels), labels
+    test_line = [ln for ln in acc_ax.get_lines() if ln.get_label() == "test"][0]
+    np.testing.assert_allclose(test_line.get_ydata(), run.metrics["test_acc"])
+    ramp_labels = {ln.get_label() for ln in fig.axes[2].get_lines()}
+    assert ramp_labels == {"w_ce", "w_kl"}
+
+
+def test_learning_curves_reject_empty_metrics():
+    with pytest.raises(ValueError, match="no finished epoch"):
+        plots.learning_curves(pd.DataFrame())
+
+
+def test_confusion_matrix_rows_normalised(run):
+    fig = plots.confusion_matrix(run.confusion, run.class_names)
+    values = np.asarray(fig.axes[0].collections[0].get_array()).reshape(C, C)
+    np.testing.assert_allclose(values.sum(1), 1.0, atol=1e-9)
+    conf = run.confusion
+    np.testing.assert_allclose(values, conf / conf.sum(1, keepdims=True))
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == NAMES
+
+
+def test_per_class_accuracy_bars(run):
+    fig = plots.per_class_accuracy(run)
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    np.testing.assert_allclose(heights[:C], run.summary["per_class_acc_last"])
+
+
+def test_class_distribution_heatmap_equals_D_and_marks_fallback(run):
+    D = run.class_distributions[-1]
+    fig = plots.class_distribution_heatmap(D, run.class_names, threshold=0.7)
+    values = np.asarray(fig.axes[0].collections[0].get_array()).reshape(C, C)
+    np.testing.assert_allclose(values, D, rtol=1e-6)
+    ylabels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert ylabels[1] == "Fear (fallback)"
+    assert sum("fallback" in y for y in ylabels) == 1
+    assert fig.fallback.tolist() == [False, True, False, False, False, False, False]
+
+
+def test_fallback_rows_detection():
+    D = np.stack([threshold_row(c) for c in range(C)])
+    assert plots.fallback_rows(D, 0.7).all()
+    assert not plots.fallback_rows(D, 0.5).any()          # diagonal must equal t
+    D[2] = np.eye(C)[2] * 0.6 + 0.4 / 6 * (1 - np.eye(C)[2])
+    D[2, 3] += 0.01                                        # off-diagonal not flat: mined row
+    assert plots.fallback_rows(D, None).tolist() == [True, True, False, True, True, True, True]
+
+
+def test_class_distribution_evolution(run):
+    D = run.class_distributions
+    fig = plots.class_distribution_evolution(D, run.class_names, threshold=0.7)
+    curve_ax = fig.axes[-1]
+    lines = {ln.get_label(): ln for ln in curve_ax.get_lines()}
+    np.testing.assert_allclose(lines["Happiness"].get_ydata(), D[:, 3, 3], rtol=1e-6)
+    np.testing.assert_allclose(lines["Fear"].get_ydata(), np.full(E + 1, 0.7), rtol=1e-6)
+    assert len(fig.axes) >= 4  # small multiples plus the curve panel
+
+
+def test_pick_tracked_samples_by_gt_entropy_and_by_attention(tmp_path, run):
+    assert plots.pick_tracked_samples(run.tracked) == [1, 0]   # ambiguous (uniform votes), clear (one class)
+    nogt = make_fake_run(tmp_path / "nogt", with_gt=False).tracked
+    assert plots.pick_tracked_samples(nogt) == [1, 0]          # lowest, highest attention weight
+
+
+def test_fusion_sample_bars(run):
+    t = run.tracked
+    fig = plots.fusion_sample(t, 1, class_names=NAMES)
+    ax = fig.axes[0]
+    heights = np.array([p.get_height() for p in ax.patches]).reshape(4, C)
+    np.testing.assert_allclose(heights[0], t["label_dist"][-1, 1], rtol=1e-6)
+    np.testing.assert_allclose(heights[1], t["class_dist"][-1, 1], rtol=1e-6)
+    np.testing.assert_allclose(heights[2], t["fused"][-1, 1], rtol=1e-6)
+    np.testing.assert_allclose(heights[3], t["gt"][1], rtol=1e-6)
+    assert "w = 0.200" in ax.get_title() and "sample 17" in ax.get_title()
+
+
+def test_fusion_over_epochs_heatmaps(run):
+    t = run.tracked
+    fig = plots.fusion_over_epochs(t, 2, class_names=NAMES)
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), t["label_dist"][:, 2], rtol=1e-6)
+    np.testing.assert_allclose(fig.axes[1].images[0].get_array(), t["fused"][:, 2], rtol=1e-6)
+
+
+def test_divergence_curves(run):
+    fig = plots.divergence_curves(run)
+    labels = [ln.get_label() for ln in fig.axes[0].get_lines()]
+    assert len(labels) == 3 and all(lbl.startswith("KL") for lbl in labels)
+    with pytest.raises(ValueError, match="SynthFER"):
+        plots.divergence_curves(run.metrics[["epoch", "test_acc"]])
+
+
+def test_separability_separated_beats_random():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 30)
+    centers = rng.normal(0, 10, (4, 8))
+    separated = centers[labels] + rng.normal(0, 1, (120, 8))
+    noise = rng.normal(0, 1, (120, 8))
+    good, bad = plots.separability(separated, labels), plots.separability(noise, labels)
+    assert good["knn_acc"] > 0.95 and bad["knn_acc"] < 0.5
+    assert good["silhouette"] > bad["silhouette"] + 0.3
+
+
+def test_tsne_comparison_panels_and_scores(tmp_path, run):
+    other = make_fake_run(tmp_path / "baseline-seed0", method="baseline", seed=1)
+    fig = plots.tsne_comparison({"baseline": other.features, "Ada-DF": run.features}, class_names=NAMES)
+    assert [ax.get_title() for ax in fig.axes] == ["baseline", "Ada-DF"]
+    assert set(fig.separability) == {"baseline", "Ada-DF"}
+    assert "silhouette" in fig.axes[0].get_xlabel()
+    n_points = sum(len(c.get_offsets()) for c in fig.axes[1].collections)
+    assert n_points == len(run.features["labels"])
+
+
+def test_study_plots():
+    ablation = pd.DataFrame({"best_acc": [.6, .62, .63, .65], "best_acc_std": [np.nan] * 4,
+                             "last_acc": [.55, .6, .6, .62], "last_acc_std": [np.nan] * 4,
+                             "paper_best_acc": [.8871, .8928, .8950, .9004],
+                             "paper_source": ["RAF-DB"] * 4},
+                            index=pd.Index(["baseline", "cd_only", "ld_only", "adadf"], name="variant"))
+    fig = plots.ablation_bars(ablation)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(ablation.index)
+    sens = pd.DataFrame({"param": ["lambda_min"] * 2 + ["threshold"] * 2, "value": [0.0, 0.2, 0.6, 0.7],
+                         "best_acc": [.5, .6, .55, .6], "last_acc": [.5, .55, .5, .55],
+                         "is_base": [False, True, False, True]})
+    fig = plots.sensitivity_lines(sens)
+    assert [ax.get_title() for ax in fig.axes] == ["lambda_min", "threshold"]
+    noise = pd.DataFrame({"method": ["baseline", "baseline", "adadf", "adadf", "adadf"],
+                          "noise": ["0", "0.2", "0", "0.2", "noise01"], "best_acc": [.6, .5, .62, .58, .57],
+                          "last_acc": [.58, .45, .6, .55, .5], "paper_acc": [np.nan, np.nan, np.nan, .8667, np.nan]})
+    fig = plots.noise_plot(noise)
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    np.testing.assert_allclose(lines["adadf best"].get_xdata(), [0.0, 0.2])
+    np.testing.assert_allclose(lines["baseline last"].get_ydata(), [.58, .45])
+    assert any("noise01" in t.get_text() for t in fig.axes[0].texts)
