@@ -16,7 +16,9 @@ seeds = [0]                   # more than one seed: tables show mean ± std
 device = "auto"               # auto | cpu | cuda | cuda:N
 profile = "official"          # official (the authors' code) | paper (the text)
 quick = False                 # tiny runs (tests and smoke checks)
-reuse_runs = True             # reuse finished run folders instead of training again'''
+reuse_runs = True             # reuse finished run folders instead of training again
+pretrained = None             # path to backbone weights (e.g. resnet18_msceleb.pth); None: from scratch
+train_overrides = {}          # any other TrainConfig field, e.g. {"image_size": 224, "recipe": "official"}'''
 
 SETUP = '''%matplotlib inline
 import pandas as pd
@@ -25,7 +27,7 @@ from adadf_core import plots, studies
 
 ctx = studies.notebook_setup(dataset=dataset, data_root=data_root, output_dir=output_dir, runs_dir=runs_dir,
                              epochs=epochs, seeds=seeds, device=device, profile=profile, quick=quick,
-                             reuse_runs=reuse_runs)
+                             reuse_runs=reuse_runs, pretrained=pretrained, **train_overrides)
 print("results:", ctx.output_dir)
 print("runs:   ", ctx.runs_root)'''
 
