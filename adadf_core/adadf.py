@@ -32,7 +32,7 @@ __all__ = [
     "VARIANTS", "OFFDIAG_CHOICES", "loss_weights", "rank_regularization", "normalize_attention",
     "initial_class_distribution", "threshold_distribution", "fuse", "kl_target_loss",
     "ClassDistributionMiner", "kl_divergence", "js_divergence", "ambiguity_divergences",
-    "adadf_targets", "adadf_loss",
+    "variant_target", "adadf_targets", "adadf_loss",
 ]
 
 
@@ -225,7 +225,8 @@ def kl_target_loss(fused: Tensor, target_logits: Tensor, divisor: Optional[int] 
     """``sum_i sum_j f_ij (log f_ij - log_softmax(o_2)_ij) / divisor`` (spec 2.7), a float32 scalar.
 
     ``divisor`` defaults to the batch size B (``crop_batch_quirk`` passes the configured batch instead).
-    0 * log 0 is taken as 0 (``torch.xlogy``); inputs are cast to float32 first, so bf16 logits are fine.
+    0 * log 0 is taken as 0, with a finite gradient there too (``torch.xlogy`` would give 0/0 = NaN in
+    the backward pass where f underflows to exactly 0); inputs are cast to float32 first.
     """
     _check_2d("fused", fused)
     if target_logits.shape != fused.shape:
@@ -236,7 +237,20 @@ def kl_target_loss(fused: Tensor, target_logits: Tensor, divisor: Optional[int] 
         raise ValueError(f"divisor={divisor!r} is not valid; expected a positive integer")
     f = fused.float()
     log_p = F.log_softmax(target_logits.float(), dim=1)
-    return (torch.xlogy(f, f) - f * log_p).sum() / n
+    log_f = torch.log(f.clamp_min(torch.finfo(torch.float32).tiny))
+    return (f * (log_f - log_p)).sum() / n
+
+
+def variant_target(variant: str, label_dist: Tensor, class_rows: Tensor, weight: Tensor) -> Tensor:
+    """The target branch's target for a Table 2 variant: ``adadf`` the fusion (1-w)d + wD[y],
+    ``ld_only`` the label distribution d, ``cd_only`` the class rows D[y]."""
+    if variant == "adadf":
+        return fuse(label_dist, class_rows, weight)
+    if variant == "ld_only":
+        return label_dist
+    if variant == "cd_only":
+        return class_rows
+    raise ValueError(f"variant={variant!r} is not valid; expected one of {', '.join(VARIANTS)}")
 
 
 def adadf_targets(aux_logits: Tensor, attention_pair: Tensor, labels: Tensor, class_dist: Tensor,
@@ -265,12 +279,7 @@ def adadf_targets(aux_logits: Tensor, attention_pair: Tensor, labels: Tensor, cl
     class_rows = class_rows.to(label_dist.device)
     attention = attention_pair.float().mean(dim=1)
     weight = normalize_attention(attention, lam_min, lam_max)
-    if variant == "adadf":
-        fused = fuse(label_dist, class_rows, weight)
-    elif variant == "ld_only":
-        fused = label_dist
-    else:
-        fused = class_rows
+    fused = variant_target(variant, label_dist, class_rows, weight)
     if detach_target:
         fused = fused.detach()
     return dict(label_dist=label_dist, class_rows=class_rows, attention=attention, weight=weight,

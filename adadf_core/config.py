@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -45,6 +45,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "synthfer": dict(batch_size=64, threshold=0.7, epoch_threshold=3, image_size=48, epochs=8,
                      recipe="light", scn_relabel_epoch=3, slm_beta=2.0),
 }
+
+
+# fields that do not change what a run computes (or only how fast): ignored when comparing configs
+MACHINERY_FIELDS = ("resume", "reuse", "progress", "num_workers", "num_threads", "cache", "run_dir",
+                    "device", "amp", "channels_last")
 
 
 @dataclass

@@ -26,11 +26,11 @@ def select_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device={name!r} was requested but CUDA is not available on this machine; "
+            raise ValueError(f"device={name!r} was requested but CUDA is not available on this machine; "
                                "use device='auto' or 'cpu'")
         dev = torch.device(name)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise RuntimeError(f"device={name!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+            raise ValueError(f"device={name!r}: only {torch.cuda.device_count()} CUDA device(s) present")
         return dev
     raise ValueError(f"device={name!r} is not valid; expected auto, cpu, cuda or cuda:N")
 

@@ -156,6 +156,10 @@ class Method:
         pass
 
     # --- helpers for subclasses ------------------------------------------------------------------
+    def _group(self, n_crops) -> Optional[int]:
+        """RR group size and KL divisor: the configured batch under SFEW's crop quirk, else the rows."""
+        return self.cfg.batch_size if (n_crops is not None and self.cfg.crop_batch_quirk) else None
+
     def to_device(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
         if self.channels_last and images.dim() == 4:
@@ -233,10 +237,6 @@ class AdaDFMethod(Method):
             self.tracked_indices = choose_tracked(train_set.labels, cfg.track_samples, cfg.seed)
 
     # --- step --------------------------------------------------------------------------------------
-    def _group(self, n_crops) -> Optional[int]:
-        """RR group size and KL divisor: the configured batch under SFEW's crop quirk, else the rows."""
-        return self.cfg.batch_size if (n_crops is not None and self.cfg.crop_batch_quirk) else None
-
     def _loss(self, out, labels, epoch, group):
         cfg = self.cfg
         return A.adadf_loss(out, labels, self.D, epoch, variant=self.variant,
@@ -323,7 +323,6 @@ class AdaDFMethod(Method):
 
     @torch.no_grad()
     def _pass_metrics(self) -> dict[str, float]:
-        cfg = self.cfg
         out: dict[str, float] = {}
         seen = self._pass_n > 0
         if self.has_noise:
@@ -350,11 +349,7 @@ class AdaDFMethod(Method):
         return out
 
     def _fuse(self, d, rows, w):
-        if self.variant == "ld_only":
-            return d
-        if self.variant == "cd_only":
-            return rows
-        return A.fuse(d, rows, w)
+        return A.variant_target(self.variant, d, rows, w)
 
     # --- records -------------------------------------------------------------------------------
     def initial_record(self) -> dict:

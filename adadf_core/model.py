@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,8 @@ def _read_state_dict(path: Path) -> tuple[dict[str, Tensor], str, bool]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as first_error:  # old checkpoints may pickle non-tensor objects (numpy, argparse)
+        warnings.warn(f"{path} is not a plain weights file ({first_error}); reading it with full "
+                      "unpickling, which runs code stored in the file: only do this with files you trust")
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as error:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from .fileio import unique_path, write_text
 from .studies import project_root
 
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
@@ -249,7 +250,7 @@ def write_index(output: Path, record: Mapping[str, Any], machine: Mapping[str, A
     if not figures:
         lines += ["(none)", ""]
     path = output / "README.md"
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
     return path
 
 
@@ -277,7 +278,7 @@ def check_output(output: Path, record: Mapping[str, Any], force: bool) -> Option
         raise PipelineError(f"{output} holds results of a run with other parameters ({'; '.join(diffs)}). "
                             "Choose another --output, or pass --force to move the old index, tables, "
                             "figures and notebooks to a previous-<time>/ folder (runs are kept).")
-    dest = output / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
+    dest = unique_path(output / f"previous-{time.strftime('%Y%m%d-%H%M%S')}")
     dest.mkdir()
     for name in ("README.md", "timings.csv", "pipeline.json", "tables", "figures", "notebooks"):
         if (output / name).exists():
@@ -336,7 +337,7 @@ def reproduce(dataset: str = "synthfer", data_root: str | None = None, output: s
         record["notebooks"] = sorted(set(old.get("notebooks", [])) | set(record["notebooks"]))
     for sub in ("notebooks", "figures", "tables", "runs"):
         (output / sub).mkdir(exist_ok=True)
-    (output / "pipeline.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+    write_text(output / "pipeline.json", json.dumps(record, indent=2, sort_keys=True, default=str))
     machine = machine_info(device)
     result = Result(output=output)
     failure: Optional[NotebookFailedError] = None

@@ -25,6 +25,15 @@ class NotARunError(FileNotFoundError):
     """The folder is not a run folder."""
 
 
+
+def is_finished(run_dir: str | Path) -> bool:
+    """True when ``run_dir/summary.json`` exists, parses and says finished (a corrupt or missing summary
+    is an unfinished run: it is resumed from its checkpoint, never overwritten)."""
+    try:
+        return bool(json.loads((Path(run_dir) / "summary.json").read_text()).get("finished", False))
+    except (OSError, ValueError):
+        return False
+
 class Run:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -68,7 +77,7 @@ class Run:
 
     @property
     def finished(self) -> bool:
-        return bool(self.summary.get("finished", False))
+        return is_finished(self.path)
 
     @property
     def class_names(self) -> list[str]:

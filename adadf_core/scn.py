@@ -136,7 +136,7 @@ class SCNMethod(Method):
         att = out["attention"].float()
         targets = self.y_cur[indices]
         loss_ce = F.cross_entropy(logits, targets)
-        group = self.cfg.batch_size if (n_crops is not None and self.cfg.crop_batch_quirk) else None
+        group = self._group(n_crops)
         loss_rr = rank_regularization(att, self.cfg.rr_ratio, self.cfg.rr_margin, group_size=group)
         loss = loss_ce + loss_rr
         with torch.no_grad():

@@ -28,7 +28,9 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .config import METHODS as CONFIG_METHODS, TrainConfig, make_config, resolve_config
+from .config import MACHINERY_FIELDS, METHODS as CONFIG_METHODS, TrainConfig, make_config, resolve_config
+from .fileio import atomic_write, unique_path, write_text
+from .runs import is_finished
 
 ABLATION_METHODS = ("baseline", "cd_only", "ld_only", "adadf")
 
@@ -73,8 +75,7 @@ NAME_TAGS = {
     "lr": "lr", "weight_decay": "wd", "lr_gamma": "gamma", "track_samples": "trk",
 }
 # fields that do not change what a run computes (or are part of the folder name already)
-NOT_IN_NAME = {"dataset", "data_root", "run_dir", "method", "seed", "device", "amp", "channels_last",
-               "num_threads", "progress", "resume", "reuse", "cache", "num_workers"}
+NOT_IN_NAME = set(MACHINERY_FIELDS) | {"dataset", "data_root", "method", "seed"}
 
 # the tiny configuration notebooks use with quick=True (tests)
 QUICK_OVERRIDES = dict(epochs=2, max_train_samples=64, max_test_samples=48, image_size=32, recipe="light",
@@ -150,15 +151,6 @@ def check_methods_available(methods: Iterable[str]) -> None:
                                f"({type(exc).__name__}: {exc})") from exc
 
 
-def _is_finished(run_dir: Path) -> bool:
-    import json
-    p = Path(run_dir) / "summary.json"
-    try:
-        return bool(json.loads(p.read_text()).get("finished"))
-    except (OSError, ValueError):
-        return False
-
-
 def train_or_reuse(cfg: TrainConfig, runs_root: str | Path | None = None, reuse: bool = True):
     """Train ``cfg`` and return its ``Run``; a finished run already in the folder is returned as it is.
 
@@ -174,8 +166,8 @@ def train_or_reuse(cfg: TrainConfig, runs_root: str | Path | None = None, reuse:
             raise ValueError("train_or_reuse needs cfg.run_dir or runs_root")
         cfg = dataclasses.replace(cfg, run_dir=str(run_dir_for_config(runs_root, cfg)))
     run_dir = Path(cfg.run_dir)
-    if _is_finished(run_dir) and not reuse:
-        aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    if is_finished(run_dir) and not reuse:
+        aside = unique_path(run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"))
         shutil.move(str(run_dir), str(aside))
         print(f"reuse=False: moved the finished run {run_dir} to {aside}")
     # fit checks that a finished run's recorded config matches (RunExistsError otherwise)
@@ -191,7 +183,7 @@ def train_many(cfgs: Sequence[TrainConfig], runs_root: str | Path, desc: str = "
     bar = tqdm(list(cfgs), desc=desc, unit="run")
     for cfg in bar:
         path = Path(cfg.run_dir) if cfg.run_dir else run_dir_for_config(runs_root, cfg)
-        state = "reuse" if _is_finished(path) and reuse else "train"
+        state = "reuse" if is_finished(path) and reuse else "train"
         bar.set_postfix_str(f"{state} {path.name}")
         runs.append(train_or_reuse(dataclasses.replace(cfg, run_dir=str(path)), reuse=reuse))
     bar.close()
@@ -398,8 +390,8 @@ def save_table(df: pd.DataFrame, out_dir: str | Path, name: str) -> dict[str, Pa
     folder.mkdir(parents=True, exist_ok=True)
     keep_index = bool(df.index.name) or not isinstance(df.index, pd.RangeIndex)
     csv, md = folder / f"{name}.csv", folder / f"{name}.md"
-    df.to_csv(csv, index=keep_index)
-    md.write_text(to_markdown(df, index=keep_index))
+    atomic_write(csv, lambda p: df.to_csv(p, index=keep_index))
+    write_text(md, to_markdown(df, index=keep_index))
     return {"csv": csv, "md": md}
 
 

@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import functools
 import json
-import os
 import platform
 import sys
 import time
@@ -29,14 +28,12 @@ import numpy as np
 import torch
 
 from . import device as devmod
-from .config import TrainConfig, make_config, resolve_config
+from .config import MACHINERY_FIELDS, TrainConfig, make_config, resolve_config
 from .evaluate import evaluate
 from .methods import get_method
-from .runs import Run
+from .fileio import atomic_write, write_json, write_text
+from .runs import Run, is_finished
 
-# fields that do not change what a run computes (or only how fast): ignored when comparing configs
-MACHINERY_FIELDS = ("resume", "reuse", "progress", "num_workers", "num_threads", "cache", "run_dir",
-                    "device", "amp", "channels_last")
 BASE_COLUMNS = ["epoch", "lr", "w_ce", "w_kl", "loss", "loss_ce", "loss_kl", "loss_rr", "train_acc",
                 "test_acc", "seconds"]
 
@@ -50,47 +47,22 @@ class NonFiniteLossError(FloatingPointError):
 
 
 # ----------------------------------------------------------------------------------- small helpers
-def _atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then move the result onto ``path`` in one step."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda p: p.write_text(text))
-
-
-def _write_json(path: Path, data: dict) -> None:
-    _write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(x):
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)
-
-
 def _save_npy(path: Path, array) -> None:
     def write(p):
         with open(p, "wb") as fh:
             np.save(fh, np.asarray(array))
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 def _save_npz(path: Path, arrays: dict) -> None:
     def write(p):
         with open(p, "wb") as fh:
             np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 def _torch_save(path: Path, obj) -> None:
-    _atomic(path, lambda p: torch.save(obj, p))
+    atomic_write(path, lambda p: torch.save(obj, p))
 
 
 def config_differences(a: TrainConfig, b: TrainConfig, ignore=MACHINERY_FIELDS) -> list[str]:
@@ -166,12 +138,11 @@ def _check_run_dir(cfg: TrainConfig, run_dir: Path) -> tuple[str, Optional[Run]]
     """Decide what to do with ``run_dir``: ("fresh" | "resume" | "done", Run or None)."""
     if not run_dir.exists() or not any(run_dir.iterdir()):
         return "fresh", None
-    summary = run_dir / "summary.json"
     checkpoint = run_dir / "checkpoint.pt"
     if not (run_dir / "config.json").is_file():
         raise RunExistsError(f"{run_dir} is not empty and is not a run folder (no config.json); "
                              "refusing to write into it: choose another run_dir")
-    finished = summary.is_file() and json.loads(summary.read_text()).get("finished", False)
+    finished = is_finished(run_dir)
     if finished:
         if not (cfg.reuse or cfg.resume):
             raise RunExistsError(f"{run_dir} already holds a finished run; pass reuse=True "
@@ -217,13 +188,13 @@ def _metrics_frame(rows: list[dict]):
 def _write_records(run_dir: Path, history: dict, tracked_info: Optional[dict]) -> None:
     """Rewrite metrics.csv and the per-epoch record files from ``history``."""
     frame = _metrics_frame(history["metrics"])
-    _write_text(run_dir / "metrics.csv", frame.to_csv(index=False))
+    write_text(run_dir / "metrics.csv", frame.to_csv(index=False))
     if history["class_distributions"]:
         _save_npy(run_dir / "class_distributions.npy",
                   np.stack(history["class_distributions"]).astype(np.float32))
     if history["attention_rows"]:
         import pandas as pd
-        _write_text(run_dir / "attention_by_class.csv",
+        write_text(run_dir / "attention_by_class.csv",
                     pd.DataFrame(history["attention_rows"]).to_csv(index=False))
     if tracked_info is not None and history["tracked"]:
         arrays = dict(tracked_info)
@@ -312,7 +283,7 @@ def fit(cfg: TrainConfig, stop_after_epoch: Optional[int] = None) -> Run:
     if action == "resume":   # the model was rebuilt without the pretrained file: keep the record
         old = json.loads((run_dir / "config.json").read_text()).get("environment", {})
         env["weights"] = old.get("weights", cfg.pretrained or "scratch")
-    _write_json(run_dir / "config.json", {"config": dataclasses.asdict(cfg), "environment": env})
+    write_json(run_dir / "config.json", {"config": dataclasses.asdict(cfg), "environment": env})
     tracked_info = method.tracked_info()
 
     for epoch in range(start_epoch, cfg.epochs + 1):
@@ -362,11 +333,11 @@ def fit(cfg: TrainConfig, stop_after_epoch: Optional[int] = None) -> Run:
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "method": method.state_dict(), "history": history,
             "loader_generator": generator.get_state(), "rng": devmod.rng_state()})
-        _write_json(run_dir / "summary.json", _summary(cfg, history, class_names, finished))
+        write_json(run_dir / "summary.json", _summary(cfg, history, class_names, finished))
         if stop_after_epoch is not None and epoch >= stop_after_epoch and not finished:
             break
     if start_epoch > cfg.epochs:  # resumed a run whose last epoch was done but not marked finished
-        _write_json(run_dir / "summary.json", _summary(cfg, history, class_names, True))
+        write_json(run_dir / "summary.json", _summary(cfg, history, class_names, True))
     return Run(run_dir)
 
 

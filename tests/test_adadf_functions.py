@@ -266,3 +266,17 @@ def test_ambiguity_divergences_keys_and_renormalisation():
     assert out["kl_gt_label"].item() == pytest.approx(0.0, abs=1e-6)
     expected = kl_divergence(gt, code_row / 1.1)
     torch.testing.assert_close(out["kl_gt_class"], expected)
+
+
+def test_kl_gradient_is_finite_where_the_target_is_exactly_zero():
+    # ld_only or lambda_min = 0 can give f = d with softmax entries that underflow to exactly 0;
+    # torch.xlogy's backward would be 0/0 = NaN there.
+    fused = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]], requires_grad=True)
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]], requires_grad=True)
+    loss = kl_target_loss(fused, logits)
+    loss.backward()
+    assert torch.isfinite(fused.grad).all() and torch.isfinite(logits.grad).all()
+    # value: sample 1 = -log softmax(o)_0, sample 2 = 0.5 log 0.5 * 2 - 2 * 0.5 log(1/3)
+    p0 = torch.softmax(torch.tensor([2.0, 0.0, -1.0]), 0)[0]
+    expected = (-torch.log(p0) + (math.log(0.5) + math.log(3.0))) / 2
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)

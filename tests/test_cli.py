@@ -67,3 +67,11 @@ def test_parse_value_types():
 def test_evaluate_on_missing_folder(tmp_path, capsys):
     assert cli.main(["evaluate", str(tmp_path / "nothing")]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA message")
+def test_unavailable_device_is_a_clean_error(tiny_synthfer, tmp_path, capsys):
+    code = cli.main(["train", "--data-root", str(tiny_synthfer), "--run-dir", str(tmp_path / "x"),
+                     "--set", "device=cuda", "--set", "image_size=32", "--epochs", "1"])
+    assert code == 2
+    assert "device='cuda' was requested but CUDA is not available" in capsys.readouterr().err

@@ -4,7 +4,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-from pathlib import Path
 
 import nbformat
 import numpy as np
