@@ -47,6 +47,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Each comparison method's own recipe (peer_methods.md 2.6 and 3.4), for the "native" rows of the
+# comparison: everything but the epoch count, which is the study's budget (native: SCN 70, SLM-AEA 40).
+NATIVE_RECIPES: dict[str, dict[str, Any]] = {
+    "scn": dict(recipe="scn", weight_decay=1e-4, batch_size=64, rr_margin=0.07),
+    "slm_aea": dict(recipe="slm", batch_size=72, slm_schedule="cosine"),
+}
+
 # fields that do not change what a run computes (or only how fast): ignored when comparing configs
 MACHINERY_FIELDS = ("resume", "reuse", "progress", "num_workers", "num_threads", "cache", "run_dir",
                     "device", "amp", "channels_last")

@@ -10,6 +10,12 @@ Recipes:
   ``paper``    the same recipe (the paper's image size comes from the profile, not from here).
   ``light``    resize, flip, tensor, normalise (quick CPU runs).
   ``none``     resize, tensor, normalise.
+  ``scn``      SCN's native recipe (peer_methods.md 3.4): with p 0.5 one of {horizontal flip, Gaussian
+               pixel noise sigma sqrt(30)}, chosen 50/50 -> resize -> tensor -> normalise -> RandomErasing.
+  ``slm``      SLM-AEA's native recipe (peer_methods.md 2.6): Gaussian pixel noise with p 0.5 -> resize
+               to 256/224 of the size -> random crop -> flip -> tensor -> normalise; test: centre crop.
+               Both native recipes normalise with ImageNet statistics (the statistics of the weights we
+               load; SLM-AEA's script uses 0.5/0.5) and add the noise after the cached resize.
 
 A built transform is a :class:`FERTransform` with a deterministic first stage ``pre`` (the resize) and
 the rest ``post``; the decoded-image cache in datasets.py may store images after ``pre``.
@@ -18,11 +24,13 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision import transforms as T
 
-RECIPES = ("official", "paper", "light", "none")
+RECIPES = ("official", "paper", "light", "none", "scn", "slm")
+PIXEL_NOISE_SIGMA = 30 ** 0.5   # grey levels (SCN and SLM-AEA)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RANDAUG_HPARAMS = dict(translate_const=117, img_mean=(124, 116, 104))
@@ -52,6 +60,21 @@ class ToPIL:
 
     def __repr__(self) -> str:
         return "ToPIL()"
+
+
+class GaussianPixelNoise:
+    """Add N(0, sigma^2) noise (grey levels) to an RGB PIL image, clipped to [0, 255]."""
+
+    def __init__(self, sigma: float = PIXEL_NOISE_SIGMA):
+        self.sigma = float(sigma)
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        arr = torch.from_numpy(np.asarray(img, dtype=np.float32).copy())
+        arr += torch.randn(arr.shape) * self.sigma
+        return Image.fromarray(arr.clamp_(0, 255).round_().to(torch.uint8).numpy())
+
+    def __repr__(self) -> str:
+        return f"GaussianPixelNoise(sigma={self.sigma:.3f})"
 
 
 class TenCropStack:
@@ -106,6 +129,9 @@ def build_transform(dataset: str, split: str, image_size: int, recipe: str = "of
         raise ValueError(f"image_size={image_size} is too small; expected at least 8 pixels")
     train = split == "train"
     full = recipe in ("official", "paper")
+    if dataset == "sfew" and recipe in ("scn", "slm"):
+        raise ValueError(f"recipe {recipe!r} is defined for single-crop data sets; SFEW uses TenCrop "
+                         "(recipes official, paper, light, none)")
     if dataset == "sfew":
         pre = T.Resize(int(256 * image_size / 224), antialias=True)
         crop: list = []
@@ -117,6 +143,22 @@ def build_transform(dataset: str, split: str, image_size: int, recipe: str = "of
         if train and full:
             crop.append(T.RandomErasing(**ERASING))
         post = TenCropStack(image_size, T.Compose(crop))
+    elif recipe == "slm":
+        big = int(256 * image_size / 224)
+        pre = T.Resize((big, big), antialias=True)
+        steps = ([T.RandomApply([GaussianPixelNoise()], p=0.5), T.RandomCrop(image_size),
+                  T.RandomHorizontalFlip(0.5)] if train else [T.CenterCrop(image_size)])
+        post = T.Compose(steps + _normalise())
+    elif recipe == "scn":
+        pre = T.Resize((image_size, image_size), antialias=True)
+        steps = []
+        if train:
+            one_of = T.RandomChoice([T.RandomHorizontalFlip(1.0), GaussianPixelNoise()])
+            steps = [T.RandomApply([one_of], p=0.5)]
+        steps += _normalise()
+        if train:
+            steps.append(T.RandomErasing(**ERASING))
+        post = T.Compose(steps)
     else:
         pre = T.Resize((image_size, image_size), antialias=True)
         steps: list = []
