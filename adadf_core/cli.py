@@ -10,6 +10,7 @@ import sys
 
 COMMANDS = {
     "generate-synthfer": ("adadf_core.synthfer:cli_main", "write the embedded SynthFER data set to disk"),
+    "pretrain-synthfer": ("adadf_core.pretrain:cli_main", "pretrain the ResNet-18 that SynthFER runs start from (MS-Celeb stand-in)"),
     "train": ("adadf_core.train:cli_main", "train one run (Ada-DF, an ablation variant or a comparison method)"),
     "evaluate": ("adadf_core.evaluate:cli_main", "evaluate a finished or interrupted run folder"),
     "align": ("adadf_core.align:cli_main", "detect and align faces in a folder tree (MTCNN + similarity transform)"),
