@@ -38,11 +38,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "affectnet8": dict(batch_size=64, threshold=0.5, epoch_threshold=5),
     "sfew": dict(batch_size=16, threshold=0.5, epoch_threshold=5),
     "imagefolder": dict(batch_size=64, threshold=0.7, epoch_threshold=3),
-    # SynthFER's CPU budget (make reproduce in under 30 minutes on 2 cores): 48x48 images, 8 epochs and
+    # SynthFER's CPU budget (make reproduce in under 30 minutes on 2 cores): 48x48 images, 6 epochs and
     # the light recipe (flip only: RandAugment + erasing slow from-scratch learning over so few epochs).
     # Full size (GPU): image_size=224, recipe="official", epochs=75 — the RAF-DB settings.
     # SCN's relabel epoch (10 of 70) and SLM's ramp switch (7 of 40) are scaled to the short budget.
-    "synthfer": dict(batch_size=64, threshold=0.7, epoch_threshold=3, image_size=48, epochs=8,
+    "synthfer": dict(batch_size=64, threshold=0.7, epoch_threshold=3, image_size=48, epochs=6,
                      recipe="light", scn_relabel_epoch=3, slm_beta=2.0),
 }
 
