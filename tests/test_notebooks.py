@@ -15,7 +15,7 @@ from adadf_core.studies import project_root
 
 NOTEBOOKS = project_root() / "notebooks"
 MINE = ["02_training", "03_ablation", "04_tsne_features", "05_class_distributions", "06_fusion_over_epochs",
-        "07_sensitivity_and_noise"]
+        "07_sensitivity_and_noise", "08_comparison"]
 COMMON = {"dataset": "synthfer", "data_root": None, "output_dir": "results/synthfer", "runs_dir": None,
           "epochs": None, "seeds": [0], "device": "auto", "profile": "official", "quick": False,
           "reuse_runs": True}
@@ -75,7 +75,8 @@ def quick_results(tmp_path_factory):
     synthfer.generate(data, n_train=320, n_test=120, progress=False)
     only = os.environ.get("ADADF_TEST_NOTEBOOKS")   # e.g. "02,03" to narrow a local run
     result = pipeline.reproduce(dataset="synthfer", data_root=str(data), output=tmp / "synthfer-quick",
-                                quick=True, device="cpu", only=only, progress=False)
+                                quick=True, device="cpu", only=only, progress=False,
+                                params={"native_recipes": True} if not only or "08" in only else None)
     return result
 
 
@@ -161,3 +162,14 @@ def test_quick_sensitivity_and_noise(quick_results):
     assert in_unit(rec)
     record = json.loads((quick_results.output / "pipeline.json").read_text())
     assert record["parameters"]["quick"] is True
+
+
+@pytest.mark.slow
+def test_comparison_table_has_every_method_and_the_native_recipes(quick_results):
+    t = table(quick_results, "comparison").set_index("method")
+    assert list(t.index) == ["baseline", "adadf", "scn", "slm_aea", "scn (native)", "slm_aea (native)"]
+    assert in_unit(t["best_acc"]) and in_unit(t["last_acc"])
+    assert (t["best_acc"] >= t["last_acc"] - 1e-12).all()           # best over epochs includes the last
+    # SLM-AEA's published number is not attributed to ResNet-18
+    assert "not stated" in t.loc["slm_aea", "paper_backbone"]
+    assert (quick_results.output / "figures" / "comparison.png").is_file()

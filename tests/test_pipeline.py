@@ -149,3 +149,32 @@ def test_budgets_cover_every_dataset_and_quick_keeps_tiny_runs():
     assert pipeline.BUDGETS["raf"]["epochs"] == 75
     quick = pipeline.budget_for("raf", quick=True)
     assert quick["epochs"] is None and quick["noise_epochs"] is None
+
+
+def test_synthfer_backbone_token_is_pretrained_once_and_passed_to_notebooks(tmp_path, monkeypatch):
+    """The SynthFER budget names the pretrained backbone by a token; the pipeline builds the file once
+    (here a stand-in) and hands its path to every notebook that declares `pretrained`. --quick and
+    `-p pretrained None` train from scratch."""
+    from adadf_core import pretrain
+
+    assert pipeline.budget_for("synthfer")["pretrained"] == pipeline.SYNTHFER_BACKBONE
+    assert pipeline.budget_for("synthfer", quick=True)["pretrained"] is None
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    write_notebook(folder / "01_uses.ipynb", "pretrained = None\n",
+                   "from pathlib import Path\nPath(output_dir, 'seen.txt').write_text(repr(pretrained))\n")
+    calls = []
+
+    def fake_backbone(**kwargs):
+        calls.append(kwargs)
+        return tmp_path / "weights.pth"
+
+    monkeypatch.setattr(pretrain, "synthfer_backbone", fake_backbone)
+    out = tmp_path / "out"
+    pipeline.reproduce("synthfer", output=out, notebooks_dir=folder, progress=False)
+    assert len(calls) == 1
+    assert (out / "seen.txt").read_text() == repr(str(tmp_path / "weights.pth"))
+    assert "pretrain-synthfer" in (out / "timings.csv").read_text()
+    pipeline.reproduce("synthfer", output=tmp_path / "out2", notebooks_dir=folder, progress=False,
+                       params={"pretrained": None})
+    assert len(calls) == 1 and (tmp_path / "out2" / "seen.txt").read_text() == "None"
