@@ -171,6 +171,52 @@ class Method:
         return images
 
 
+class AttentionStats:
+    """Attention values seen in one epoch's training steps: per-class mean / std / count (the
+    ``attention_by_class`` rows) and, in noise runs, the mean over clean vs flipped samples. float64 sums
+    on the model's device, filled with ``index_add_``."""
+
+    def __init__(self, num_classes: int, device):
+        self.num_classes = num_classes
+        self.per_class = torch.zeros(3, num_classes, dtype=torch.float64, device=device)  # sum, sq, n
+        self.noise = torch.zeros(2, 2, dtype=torch.float64, device=device)   # [clean, flipped] x [sum, n]
+
+    def reset(self) -> None:
+        self.per_class.zero_()
+        self.noise.zero_()
+
+    @torch.no_grad()
+    def add(self, values: torch.Tensor, labels: torch.Tensor, flipped: Optional[torch.Tensor] = None) -> None:
+        """``values`` [B] attentions, ``labels`` [B] classes, ``flipped`` [B] bool (noise runs) or None."""
+        a = values.detach().to(self.per_class.device, torch.float64)
+        y = labels.to(self.per_class.device).long()
+        ones = torch.ones_like(a)
+        self.per_class[0].index_add_(0, y, a)
+        self.per_class[1].index_add_(0, y, a * a)
+        self.per_class[2].index_add_(0, y, ones)
+        if flipped is not None:
+            fl = flipped.to(self.noise.device).long()
+            self.noise[:, 0].index_add_(0, fl, a)
+            self.noise[:, 1].index_add_(0, fl, ones)
+
+    def noise_metrics(self) -> dict[str, float]:
+        """``attn_clean`` and ``attn_flipped``: mean attention of clean and flipped samples."""
+        n = self.noise[:, 1].clamp_min(1)
+        return {"attn_clean": float(self.noise[0, 0] / n[0]), "attn_flipped": float(self.noise[1, 0] / n[1])}
+
+    def rows(self, epoch: int, class_names) -> list[dict]:
+        """One ``attention_by_class`` row per class (mean and std NaN for a class not seen)."""
+        s, sq, n = self.per_class
+        rows = []
+        for c in range(self.num_classes):
+            k = float(n[c])
+            mean = float(s[c]) / k if k else float("nan")
+            std = max(float(sq[c]) / k - mean * mean, 0.0) ** 0.5 if k else float("nan")
+            rows.append({"epoch": epoch, "class": c, "mean": mean, "std": std, "count": int(k),
+                         "class_name": str(class_names[c])})
+        return rows
+
+
 class BaselineMethod(Method):
     """A single ResNet trained with cross-entropy on the hard labels (spec 5, ``baseline``)."""
 
@@ -212,10 +258,7 @@ class AdaDFMethod(Method):
         self.miner = A.ClassDistributionMiner(C, dev)
         self.fallback = torch.zeros(C, dtype=torch.bool, device=dev)
         # training-step attention statistics (reset each epoch)
-        self._attn_sum = torch.zeros(C, device=dev, dtype=torch.float64)
-        self._attn_sq = torch.zeros(C, device=dev, dtype=torch.float64)
-        self._attn_cnt = torch.zeros(C, device=dev, dtype=torch.float64)
-        self._noise_attn = torch.zeros(2, 2, device=dev, dtype=torch.float64)   # [clean, flipped] x [sum, n]
+        self.attn_stats = AttentionStats(C, dev)
         self._last_record: dict = {}
         self._last_metrics: dict = {}
         self.tracked_indices = torch.zeros(0, dtype=torch.long)
@@ -245,7 +288,7 @@ class AdaDFMethod(Method):
                             group_size=group, kl_divisor=group, detach_target=cfg.detach_target)
 
     def on_epoch_start(self, epoch):
-        self._attn_sum.zero_(); self._attn_sq.zero_(); self._attn_cnt.zero_(); self._noise_attn.zero_()
+        self.attn_stats.reset()
         if self.cfg.cd_source == "train_pass":
             self._start_pass()
 
@@ -254,14 +297,7 @@ class AdaDFMethod(Method):
         out = model(images)
         parts = self._loss(out, labels, epoch, self._group(n_crops))
         with torch.no_grad():
-            abar = parts["attention"].detach().double()
-            self._attn_sum.index_add_(0, labels, abar)
-            self._attn_sq.index_add_(0, labels, abar * abar)
-            self._attn_cnt.index_add_(0, labels, torch.ones_like(abar))
-            if self.has_noise:
-                fl = self.flipped[indices].long()
-                self._noise_attn[:, 0].index_add_(0, fl, abar)
-                self._noise_attn[:, 1].index_add_(0, fl, torch.ones_like(abar))
+            self.attn_stats.add(parts["attention"], labels, self.flipped[indices] if self.has_noise else None)
             if self.cfg.cd_source == "train_pass":
                 self._observe(parts["label_dist"].detach(), parts["weight"].detach(),
                               parts["attention"].detach(), labels, indices)
@@ -326,10 +362,7 @@ class AdaDFMethod(Method):
         out: dict[str, float] = {}
         seen = self._pass_n > 0
         if self.has_noise:
-            clean_n = self._noise_attn[0, 1].clamp_min(1)
-            flip_n = self._noise_attn[1, 1].clamp_min(1)
-            out["attn_clean"] = float(self._noise_attn[0, 0] / clean_n)
-            out["attn_flipped"] = float(self._noise_attn[1, 0] / flip_n)
+            out.update(self.attn_stats.noise_metrics())
         if not bool(seen.any()) or (self.gt is None and not self.has_noise):
             return out
         n = self._pass_n[seen][:, None]
@@ -371,14 +404,8 @@ class AdaDFMethod(Method):
 
     @torch.no_grad()
     def _make_record(self, model, epoch) -> dict:
-        cnt = self._attn_cnt.clamp_min(1)
-        mean = self._attn_sum / cnt
-        var = (self._attn_sq / cnt - mean * mean).clamp_min(0)
         names = list(getattr(self.train_set, "class_names", None) or range(self.num_classes))
-        rows = [{"epoch": epoch, "class": c, "mean": float(mean[c]) if self._attn_cnt[c] > 0 else float("nan"),
-                 "std": float(var[c].sqrt()) if self._attn_cnt[c] > 0 else float("nan"),
-                 "count": int(self._attn_cnt[c]), "class_name": str(names[c])}
-                for c in range(self.num_classes)]
+        rows = self.attn_stats.rows(epoch, names)
         record = {"class_distribution": self.D.detach().cpu().numpy().astype(np.float32),
                   "attention_by_class": rows}
         tracked = self._tracked_forward(model)

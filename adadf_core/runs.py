@@ -96,21 +96,20 @@ class Run:
         p = self._file("attention_by_class.csv")
         return pd.read_csv(p) if p else None
 
-    @property
-    def tracked(self) -> dict | None:
-        p = self._file("tracked.npz")
+    def _npz(self, name: str) -> dict | None:
+        p = self._file(name)
         if not p:
             return None
         with np.load(p) as z:
             return {k: z[k] for k in z.files}
 
     @property
+    def tracked(self) -> dict | None:
+        return self._npz("tracked.npz")
+
+    @property
     def features(self) -> dict | None:
-        p = self._file("features.npz")
-        if not p:
-            return None
-        with np.load(p) as z:
-            return {k: z[k] for k in z.files}
+        return self._npz("features.npz")
 
     @property
     def confusion(self) -> np.ndarray | None:

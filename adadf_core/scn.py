@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .adadf import rank_regularization
-from .methods import Method, flatten_crops
+from .methods import AttentionStats, Method, flatten_crops
 
 SCOPES = ("all", "low")
 
@@ -108,8 +108,7 @@ class SCNMethod(Method):
             self.has_noise = bool(self.flipped.any())
         self._relabels = torch.zeros((), dtype=torch.long, device=dev)
         self._restored = torch.zeros((), dtype=torch.long, device=dev)
-        self._attn = torch.zeros(2, 2, dtype=torch.float64, device=dev)   # [clean, flipped] x [sum, n]
-        self._attn_cls = torch.zeros(3, C, dtype=torch.float64, device=dev)  # sum, sq, n per label
+        self.attn_stats = AttentionStats(C, dev)
         self._record: dict = {}
 
     def build_model(self, pretrained: bool = True) -> nn.Module:
@@ -126,7 +125,7 @@ class SCNMethod(Method):
         return int(epoch) >= int(self.cfg.scn_relabel_epoch)
 
     def on_epoch_start(self, epoch: int) -> None:
-        self._relabels.zero_(); self._restored.zero_(); self._attn.zero_(); self._attn_cls.zero_()
+        self._relabels.zero_(); self._restored.zero_(); self.attn_stats.reset()
 
     def training_step(self, model, images, labels, indices, epoch, step, steps_per_epoch):
         images, labels, indices, n_crops = flatten_crops(images, labels, indices)
@@ -140,15 +139,8 @@ class SCNMethod(Method):
         loss_rr = rank_regularization(att, self.cfg.rr_ratio, self.cfg.rr_margin, group_size=group)
         loss = loss_ce + loss_rr
         with torch.no_grad():
-            a = att.detach().double()
             y = labels.to(self.device).long()
-            self._attn_cls[0].index_add_(0, y, a)
-            self._attn_cls[1].index_add_(0, y, a * a)
-            self._attn_cls[2].index_add_(0, y, torch.ones_like(a))
-            if self.has_noise:
-                fl = self.flipped[indices].long()
-                self._attn[:, 0].index_add_(0, fl, a)
-                self._attn[:, 1].index_add_(0, fl, torch.ones_like(a))
+            self.attn_stats.add(att, y, self.flipped[indices] if self.has_noise else None)
             acc = (logits.argmax(1) == y).float().mean()
             if self.relabel_active(epoch):
                 self.step_ctx.update(probs=torch.softmax(logits.detach(), 1), attention=att.detach(),
@@ -182,23 +174,10 @@ class SCNMethod(Method):
             out["recovered_flipped"] = float((self.y_cur[self.flipped] == self.clean[self.flipped]).float().mean())
             n = int(self._relabels)
             out["relabel_restored"] = float(self._restored) / n if n else float("nan")
-            cnt = self._attn[:, 1].clamp_min(1)
-            out["attn_clean"] = float(self._attn[0, 0] / cnt[0])
-            out["attn_flipped"] = float(self._attn[1, 0] / cnt[1])
-        self._record = {"attention_by_class": self._attention_rows(epoch)}
-        return out
-
-    def _attention_rows(self, epoch: int) -> list[dict]:
-        s, sq, n = self._attn_cls
+            out.update(self.attn_stats.noise_metrics())
         names = list(getattr(self.train_set, "class_names", None) or range(self.num_classes))
-        rows = []
-        for c in range(self.num_classes):
-            k = float(n[c])
-            mean = float(s[c]) / k if k else float("nan")
-            std = max(float(sq[c]) / k - mean * mean, 0.0) ** 0.5 if k else float("nan")
-            rows.append({"epoch": epoch, "class": c, "mean": mean, "std": std, "count": int(k),
-                         "class_name": str(names[c])})
-        return rows
+        self._record = {"attention_by_class": self.attn_stats.rows(epoch, names)}
+        return out
 
     def epoch_record(self, epoch: int) -> dict:
         return self._record

@@ -118,6 +118,21 @@ class FERTransform:
                 f"image_size={self.image_size},\n  pre={self.pre!r},\n  post={self.post!r})")
 
 
+def _recipe_steps(train: bool, recipe: str, randaug_config: str) -> T.Compose:
+    """The steps after the resize (per crop on SFEW) for official / paper / light / none: RandAugment
+    and flip, to tensor, normalise, RandomErasing (official and paper); flip only (light); none."""
+    full = train and recipe in ("official", "paper")
+    steps: list = []
+    if full:
+        steps = [randaugment(randaug_config), T.RandomHorizontalFlip(0.5)]
+    elif train and recipe == "light":
+        steps = [T.RandomHorizontalFlip(0.5)]
+    steps += _normalise()
+    if full:
+        steps.append(T.RandomErasing(**ERASING))
+    return T.Compose(steps)
+
+
 def build_transform(dataset: str, split: str, image_size: int, recipe: str = "official") -> FERTransform:
     """The transform for ``dataset`` ("sfew" uses TenCrop) and ``split`` ("train" | "test")."""
     if recipe not in RECIPES:
@@ -128,21 +143,12 @@ def build_transform(dataset: str, split: str, image_size: int, recipe: str = "of
     if image_size < 8:
         raise ValueError(f"image_size={image_size} is too small; expected at least 8 pixels")
     train = split == "train"
-    full = recipe in ("official", "paper")
     if dataset == "sfew" and recipe in ("scn", "slm"):
         raise ValueError(f"recipe {recipe!r} is defined for single-crop data sets; SFEW uses TenCrop "
                          "(recipes official, paper, light, none)")
     if dataset == "sfew":
         pre = T.Resize(int(256 * image_size / 224), antialias=True)
-        crop: list = []
-        if train and full:
-            crop = [randaugment(RANDAUG_SFEW), T.RandomHorizontalFlip(0.5)]
-        elif train and recipe == "light":
-            crop = [T.RandomHorizontalFlip(0.5)]
-        crop += _normalise()
-        if train and full:
-            crop.append(T.RandomErasing(**ERASING))
-        post = TenCropStack(image_size, T.Compose(crop))
+        post = TenCropStack(image_size, _recipe_steps(train, recipe, RANDAUG_SFEW))
     elif recipe == "slm":
         big = int(256 * image_size / 224)
         pre = T.Resize((big, big), antialias=True)
@@ -161,15 +167,7 @@ def build_transform(dataset: str, split: str, image_size: int, recipe: str = "of
         post = T.Compose(steps)
     else:
         pre = T.Resize((image_size, image_size), antialias=True)
-        steps: list = []
-        if train and full:
-            steps = [randaugment(RANDAUG_TRAIN), T.RandomHorizontalFlip(0.5)]
-        elif train and recipe == "light":
-            steps = [T.RandomHorizontalFlip(0.5)]
-        steps += _normalise()
-        if train and full:
-            steps.append(T.RandomErasing(**ERASING))
-        post = T.Compose(steps)
+        post = _recipe_steps(train, recipe, RANDAUG_TRAIN)
     return FERTransform(pre, post, recipe, split, dataset, image_size)
 
 
