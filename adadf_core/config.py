@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
 PROFILES = ("official", "paper")
-METHODS = ("adadf", "baseline", "ld_only", "cd_only", "scn", "slm_aea")
-DATASETS = ("synthfer", "raf", "affectnet7", "affectnet8", "sfew", "imagefolder")
 
 # spec section 9
 PROFILE_SWITCHES: dict[str, dict[str, Any]] = {
@@ -25,12 +24,6 @@ PROFILE_SWITCHES: dict[str, dict[str, Any]] = {
                   crop_batch_quirk=False, rr_margin=0.07, cd_source="eval_pass",
                   detach_target=False, freeze_trunk_bn=False),
 }
-SWITCH_CHOICES: dict[str, tuple] = {
-    "fallback_offdiag": ("code", "paper"),
-    "attention_on": ("logits", "features"),
-    "cd_source": ("eval_pass", "train_pass"),
-}
-
 # spec section 6 (+ the embedded data set). Values here override the dataclass defaults.
 PRESETS: dict[str, dict[str, Any]] = {
     "raf": dict(batch_size=64, threshold=0.7, epoch_threshold=3),
@@ -64,7 +57,7 @@ class TrainConfig:
     # what and where
     dataset: str = "synthfer"
     data_root: Optional[str] = None          # None for synthfer = the default generated copy
-    run_dir: Optional[str] = None            # None = runs/<dataset>/<method>-seed<seed>
+    run_dir: Optional[str] = None            # None = runs/<dataset>/<name by runs.run_name>
     method: str = "adadf"
     profile: str = "official"
     backbone: str = "resnet18"
@@ -141,51 +134,105 @@ class TrainConfig:
         return cls.from_dict({k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
 
 
+def _choices() -> dict[str, tuple]:
+    """Every field with a fixed set of values, read from the module that owns the list (imported here,
+    lazily, so that ``config`` itself stays light)."""
+    from . import adadf, datasets, device, model, scn, transforms
+    from .methods import method_names
+    from .methods.adadf import CD_SOURCES
+    from .methods.slm_aea import SCHEDULES
+    from .slm_aea import EVAL_MEANS
+    return {"profile": PROFILES, "method": method_names(), "dataset": datasets.DATASET_NAMES,
+            "backbone": model.BACKBONES, "fallback_offdiag": adadf.OFFDIAG_CHOICES,
+            "attention_on": model.ATTENTION_ON, "cd_source": CD_SOURCES, "recipe": transforms.RECIPES,
+            "amp": device.AMP_CHOICES, "cache": datasets.CACHE_MODES, "scn_relabel_scope": scn.SCOPES,
+            "slm_eval_mean": EVAL_MEANS, "slm_schedule": SCHEDULES}
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _ranges(v: dict) -> list[tuple[str, bool, str]]:
+    """(field, ok, what was expected) for every numeric field: the one place their ranges are checked."""
+    def opt_at_least(name, low):
+        return (name, v[name] is None or (isinstance(v[name], int) and v[name] >= low),
+                f"none or an integer >= {low}")
+    return [
+        ("epochs", isinstance(v["epochs"], int) and v["epochs"] >= 1, "an integer >= 1"),
+        ("batch_size", isinstance(v["batch_size"], int) and v["batch_size"] >= 2, "an integer >= 2"),
+        ("lr", _finite(v["lr"]) and v["lr"] > 0, "a finite value > 0"),
+        ("weight_decay", _finite(v["weight_decay"]) and v["weight_decay"] >= 0, "a finite value >= 0"),
+        ("lr_gamma", _finite(v["lr_gamma"]) and 0 < v["lr_gamma"] <= 1, "a value in (0, 1]"),
+        ("threshold", _finite(v["threshold"]) and 0.0 < v["threshold"] <= 1.0, "a value in (0, 1]"),
+        ("epoch_threshold", _finite(v["epoch_threshold"]) and v["epoch_threshold"] > 0, "a value > 0"),
+        ("lambda_min", _finite(v["lambda_min"]) and _finite(v["lambda_max"])
+         and 0.0 <= v["lambda_min"] <= v["lambda_max"] <= 1.0, "0 <= lambda_min <= lambda_max <= 1"),
+        ("rr_ratio", _finite(v["rr_ratio"]) and 0 < v["rr_ratio"] < 1, "a value in (0, 1)"),
+        ("rr_margin", _finite(v["rr_margin"]) and v["rr_margin"] >= 0, "a finite value >= 0"),
+        ("noise_rate", _finite(v["noise_rate"]) and 0.0 <= v["noise_rate"] < 1.0, "a value in [0, 1)"),
+        ("image_size", isinstance(v["image_size"], int) and v["image_size"] >= 16, "an integer >= 16"),
+        opt_at_least("max_train_samples", 1), opt_at_least("max_test_samples", 1),
+        opt_at_least("num_threads", 1),
+        ("num_workers", isinstance(v["num_workers"], int) and v["num_workers"] >= 0, "an integer >= 0"),
+        ("track_samples", isinstance(v["track_samples"], int) and v["track_samples"] >= 0, "an integer >= 0"),
+        ("scn_relabel_epoch", isinstance(v["scn_relabel_epoch"], int) and v["scn_relabel_epoch"] >= 1,
+         "an integer >= 1"),
+        ("scn_relabel_margin", _finite(v["scn_relabel_margin"]) and v["scn_relabel_margin"] >= 0,
+         "a finite value >= 0"),
+        ("slm_p", _finite(v["slm_p"]) and 0 < v["slm_p"] < 1, "a value in (0, 1)"),
+        ("slm_step", _finite(v["slm_step"]) and v["slm_step"] > 0, "a finite value > 0"),
+        ("slm_beta", _finite(v["slm_beta"]) and v["slm_beta"] > 0, "a finite value > 0"),
+        ("slm_nominal_batch", isinstance(v["slm_nominal_batch"], int) and v["slm_nominal_batch"] >= 1,
+         "an integer >= 1"),
+    ]
+
+
 def make_config(dataset: str = "synthfer", profile: str = "official", **overrides) -> TrainConfig:
     """A config with the data set's preset applied, then ``overrides``. Not yet resolved."""
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    names = _choices()["dataset"]
+    if dataset not in names:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(names)}")
     values = dict(PRESETS.get(dataset, {}))
     values.update(overrides)
     return TrainConfig.from_dict(dict(dataset=dataset, profile=profile, **values))
 
 
+def is_resolved(cfg: TrainConfig) -> bool:
+    """True when every profile switch and the recipe have a value (``resolve_config`` ran)."""
+    return cfg.recipe is not None and all(getattr(cfg, name) is not None for name in PROFILE_SWITCHES["official"])
+
+
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
-    """Fill every ``None`` switch from the profile and validate all choices. Returns a new config."""
+    """Fill every ``None`` switch from the profile and validate every choice and every numeric range.
+    Returns a new config; resolving a resolved config gives an equal one. Entry points (CLI, notebooks,
+    studies) resolve once; ``fit`` resolves only a config that is not resolved yet."""
     if cfg.profile not in PROFILES:
         raise ValueError(f"unknown profile {cfg.profile!r}; expected one of {', '.join(PROFILES)}")
-    if cfg.method not in METHODS:
-        raise ValueError(f"unknown method {cfg.method!r}; expected one of {', '.join(METHODS)}")
-    if cfg.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {cfg.dataset!r}; expected one of {', '.join(DATASETS)}")
     values = dataclasses.asdict(cfg)
     for name, value in PROFILE_SWITCHES[cfg.profile].items():
         if values[name] is None:
             values[name] = value
     if values["recipe"] is None:
         values["recipe"] = cfg.profile
-    for name, choices in SWITCH_CHOICES.items():
-        if values[name] not in choices:
-            raise ValueError(f"{name}={values[name]!r} is not valid; expected one of {', '.join(choices)}")
-    checks = [
-        ("backbone", values["backbone"] in ("resnet18", "resnet50"), "resnet18 or resnet50"),
-        ("epochs", values["epochs"] >= 1, "an integer >= 1"),
-        ("batch_size", values["batch_size"] >= 2, "an integer >= 2"),
-        ("threshold", 0.0 < values["threshold"] <= 1.0, "a value in (0, 1]"),
-        ("epoch_threshold", values["epoch_threshold"] > 0, "a value > 0"),
-        ("lambda_min", 0.0 <= values["lambda_min"] <= values["lambda_max"] <= 1.0,
-         "0 <= lambda_min <= lambda_max <= 1"),
-        ("noise_rate", 0.0 <= values["noise_rate"] < 1.0, "a value in [0, 1)"),
-        ("image_size", values["image_size"] >= 16, "an integer >= 16"),
-        ("amp", values["amp"] in ("auto", "bf16", "fp16", "off"), "auto, bf16, fp16 or off"),
-        ("cache", values["cache"] in ("memory", "mmap", "none"), "memory, mmap or none"),
-        ("scn_relabel_scope", values["scn_relabel_scope"] in ("all", "low"), "all or low"),
-        ("slm_eval_mean", values["slm_eval_mean"] in ("batch", "running"), "batch or running"),
-        ("slm_schedule", values["slm_schedule"] in ("exponential", "cosine"), "exponential or cosine"),
-    ]
-    for name, ok, expected in checks:
+    resolved = TrainConfig(**values)
+    validate_config(resolved)
+    return resolved
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    """Raise ``ValueError`` naming the field, its value and what was expected, for the first field with a
+    value outside its choices or range. Cheap: ``fit`` checks every config it is given."""
+    values = dataclasses.asdict(cfg)
+    for name, allowed in _choices().items():
+        if values[name] not in allowed:
+            raise ValueError(f"{name}={values[name]!r} is not valid; expected one of {', '.join(allowed)}")
+    for name, ok, expected in _ranges(values):
         if not ok:
             raise ValueError(f"{name}={values[name]!r} is not valid; expected {expected}")
-    if values["run_dir"] is None:
-        values["run_dir"] = str(Path("runs") / cfg.dataset / f"{cfg.method}-seed{cfg.seed}")
-    return TrainConfig(**values)
+
+
+def config_differences(a: TrainConfig, b: TrainConfig, ignore=MACHINERY_FIELDS) -> list[str]:
+    """``"field: a != b"`` for every field (outside ``ignore``) where the two configs differ."""
+    da, db = dataclasses.asdict(a), dataclasses.asdict(b)
+    return [f"{k}: {da[k]!r} != {db[k]!r}" for k in da if k not in ignore and da[k] != db[k]]

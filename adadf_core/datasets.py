@@ -48,6 +48,7 @@ CLASS_NAMES: dict[str, Optional[list[str]]] = {
     "affectnet8": AFFECTNET_CLASSES, "sfew": SFEW_CLASSES, "imagefolder": None,   # from the folders
 }
 DATASET_NAMES = tuple(CLASS_NAMES)
+CACHE_MODES = ("memory", "mmap", "none")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 RAF_LABEL_FILE = "EmoLabel/list_patition_label.txt"
 
@@ -515,8 +516,8 @@ def load_split(name: str, root: Optional[str | Path], split: str, image_size: in
     """Load one split (see the module docstring). Noise arguments only affect the training split."""
     if name not in CLASS_NAMES:
         raise DatasetError(f"unknown data set {name!r}; expected one of {', '.join(DATASET_NAMES)}")
-    if cache not in ("memory", "mmap", "none"):
-        raise DatasetError(f"cache={cache!r} is not valid; expected 'memory', 'mmap' or 'none'")
+    if cache not in CACHE_MODES:
+        raise DatasetError(f"cache={cache!r} is not valid; expected one of {', '.join(CACHE_MODES)}")
     if root is None:
         if name != "synthfer":
             raise DatasetError(f"data set {name!r} needs a root folder (only synthfer has a default)")

@@ -16,6 +16,8 @@ import random
 import numpy as np
 import torch
 
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+
 
 def select_device(name: str = "auto") -> torch.device:
     """``auto`` -> CUDA if available else CPU; otherwise the named device, checked to exist."""
@@ -37,8 +39,8 @@ def select_device(name: str = "auto") -> torch.device:
 
 def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
     """The autocast dtype for ``amp`` on ``device``; None means full precision (always on CPU)."""
-    if amp not in ("auto", "bf16", "fp16", "off"):
-        raise ValueError(f"amp={amp!r} is not valid; expected auto, bf16, fp16 or off")
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"amp={amp!r} is not valid; expected one of {', '.join(AMP_CHOICES)}")
     if torch.device(device).type != "cuda" or amp == "off":
         return None
     if amp == "auto":
@@ -94,3 +96,18 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def environment(device) -> dict:
+    """What a result was computed with: library versions, platform, device and its name, threads."""
+    import platform
+    device = torch.device(device)
+    env = {"torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+           "device": str(device), "num_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+           "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()}
+    try:
+        import torchvision
+        env["torchvision"] = torchvision.__version__
+    except ImportError:
+        pass
+    return env

@@ -2,27 +2,26 @@
 
 SFEW's TenCrop test batches ([B, 10, 3, H, W]) are flattened for the forward pass and the target
 logits o_2 (and the pooled features) averaged over the 10 crops (spec section 6).
-``adadf evaluate RUN_DIR`` re-evaluates a run's saved model on the test split.
+``adadf evaluate RUN_DIR`` (cli.py) re-evaluates a run's saved model on the test split.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from typing import Optional
 
 import numpy as np
 import torch
 
 from . import device as devmod
+from .methods.base import per_image
 
 
 @torch.no_grad()
-def evaluate(model, loader, method=None, device="cpu", amp: str = "off", channels_last: bool = False,
+def evaluate(model, loader, device="cpu", amp: str = "off", channels_last: bool = False,
              num_classes: Optional[int] = None) -> dict:
     """Run ``model`` (eval mode) over ``loader`` and return ``acc``, ``per_class_acc`` [C] (NaN for a
     class without test samples), ``confusion`` [C, C] (rows true, columns predicted), ``features``
-    [N, F], ``labels`` [N], ``preds`` [N] (numpy). ``method.eval_forward`` is used when given
-    (SLM-AEA's test-batch mean), else ``model.forward_target`` / ``model``."""
+    [N, F], ``labels`` [N], ``preds`` [N] (numpy). The model's ``forward_target`` (the inference
+    branch) is used when it has one, else ``model``."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -37,17 +36,12 @@ def evaluate(model, loader, method=None, device="cpu", amp: str = "off", channel
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with devmod.autocast_context(device, amp):
-                if method is not None:
-                    out = method.eval_forward(model, images)
-                else:
-                    forward = getattr(model, "forward_target", None)
-                    out = forward(images) if forward is not None else model(images)
+                forward = getattr(model, "forward_target", None)
+                out = forward(images) if forward is not None else model(images)
             logits = out["logits"].float()
             features = out.get("features")
             features = features.float() if features is not None else logits
-            if crops is not None:
-                logits = logits.view(-1, crops, logits.shape[-1]).mean(1)
-                features = features.view(-1, crops, features.shape[-1]).mean(1)
+            logits, features = per_image(logits, crops), per_image(features, crops)
             preds_all.append(logits.argmax(1).cpu())
             feats.append(features.cpu())
             labels_all.append(torch.as_tensor(labels).long().cpu())
@@ -78,36 +72,3 @@ def format_report(result: dict, class_names: list[str]) -> str:
     for n, row in zip(names, result["confusion"]):
         lines.append(f"  {n:<{width}}" + " ".join(f"{int(v):>6}" for v in row))
     return "\n".join(lines)
-
-
-def cli_main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="adadf evaluate",
-                                description="Re-evaluate a run folder's saved model on the test split.")
-    p.add_argument("run_dir")
-    p.add_argument("--best", action="store_true", help="the best-epoch weights (default: last epoch)")
-    p.add_argument("--data-root", default=None, help="data set root if it moved since training")
-    p.add_argument("--device", default="auto")
-    args = p.parse_args(argv)
-    from .methods import get_method
-    from .runs import Run
-    from .train import load_splits, make_test_loader
-    try:
-        run = Run(args.run_dir)
-        cfg = run.config
-        if args.data_root is not None:
-            cfg.data_root = args.data_root
-        device = devmod.select_device(args.device)
-        test_set = load_splits(cfg, with_train=False)["test"]
-        model = run.load_model(best=args.best, device=device)
-        method = get_method(cfg.method)(cfg, test_set.num_classes, None, device)
-        loader = make_test_loader(cfg, test_set, method, device)
-        amp = cfg.amp if device.type == "cuda" else "off"
-        result = evaluate(model, loader, method=method, device=device, amp=amp,
-                          num_classes=test_set.num_classes)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"adadf evaluate: error: {error}", file=sys.stderr)
-        return 2
-    which = "best epoch" if args.best else "last epoch"
-    print(f"run: {run.path} ({cfg.method}, {cfg.dataset}, {which} weights)")
-    print(format_report(result, list(test_set.class_names)))
-    return 0

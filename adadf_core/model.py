@@ -4,7 +4,7 @@
   (layer2..4, pool, fc), one attention head per branch. ``forward`` returns ``logits`` (o_2),
   ``aux_logits`` (o_1), ``attention`` (raw a_1, a_2 as [B, 2]) and ``features`` (h_2);
   ``forward_target`` runs the target branch only (inference).
-* ``SingleNet`` (alias ``BaselineNet``): one ResNet with a new fc and an optional SCN-style attention
+* ``SingleNet``: one ResNet with a new fc and an optional SCN-style attention
   head; used by the baseline and the comparison methods.
 * ``build_model`` builds either; ``load_pretrained`` loads a local checkpoint (never downloads).
 """
@@ -28,7 +28,7 @@ ARCHS = ("adadf", "single")
 TRUNK_NAMES = ("conv1", "bn1", "relu", "maxpool", "layer1")
 BRANCH_NAMES = ("layer2", "layer3", "layer4")
 
-__all__ = ["AdaDFNet", "SingleNet", "BaselineNet", "LoadReport", "PretrainedLoadError", "build_model",
+__all__ = ["AdaDFNet", "SingleNet", "LoadReport", "PretrainedLoadError", "build_model", "load_model_state",
            "load_pretrained", "make_resnet", "BACKBONES", "ATTENTION_ON", "ARCHS"]
 
 
@@ -287,8 +287,6 @@ class SingleNet(nn.Module):
         return self.forward(x)
 
 
-BaselineNet = SingleNet  # the name docs/ARCHITECTURE.md uses
-
 
 def build_model(arch: str, num_classes: int, backbone: str = "resnet18", attention_on: str = "logits",
                 pretrained: Optional[Union[str, Path]] = None, attention_head: bool = False,
@@ -304,3 +302,14 @@ def build_model(arch: str, num_classes: int, backbone: str = "resnet18", attenti
         return SingleNet(num_classes, backbone, attention_head=attention_head, attention_on=attention_on,
                          pretrained=pretrained)
     raise ValueError(f"arch={arch!r} is not valid; expected one of {', '.join(ARCHS)}")
+
+
+def load_model_state(model: nn.Module, state: dict, source) -> None:
+    """``model.load_state_dict(state)`` with an error naming the file and what does not fit."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()
+        detail = " ".join(line.strip() for line in first[:6])
+        raise ValueError(f"checkpoint {source} does not fit the model "
+                         f"({type(model).__name__}): {detail}") from None

@@ -9,7 +9,7 @@ notebooks), ``runs/`` the training runs, ``README.md`` an index of every table a
 machine and the time per notebook, ``timings.csv``, and ``pipeline.json`` the parameters used.
 
 Parameters. Every notebook gets the common parameters (dataset, data_root, output_dir, runs_dir, device,
-profile, quick) and the data set's budget from ``BUDGETS`` (only the names its ``parameters`` cell
+profile, quick) and the data set's budget from ``budgets.BUDGETS`` (only the names its ``parameters`` cell
 declares), then the ``-p`` values. A ``-p`` name that no selected notebook declares is an error.
 
 Overwrite rule. Run folders are named by configuration (studies.run_dir_for) and never overwritten.
@@ -24,6 +24,7 @@ import argparse
 import ast
 import datetime as _dt
 import difflib
+import io
 import json
 import os
 import platform
@@ -34,56 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from .budgets import BUDGETS, SYNTHFER_BACKBONE, budget_for
 from .fileio import unique_path, write_text
-from .studies import project_root
+from .notebook import project_root
 
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
-COMMON_PARAMETERS = ("dataset", "data_root", "output_dir", "runs_dir", "device", "profile", "quick")
 RESERVED = ("dataset", "output_dir")          # set them with --dataset / --output, not -p
 NOT_COMPARED = ("device",)                    # parameters that may change without refusing the output
-
-# Per-data-set budget: what `make reproduce` uses. None = the notebook's own default (the preset).
-# synthfer is sized for a 2-core CPU; the real data sets use the paper's schedule (75 epochs, image size
-# from the profile).
-SYNTHFER_BACKBONE = "synthfer-backbone"      # resolved to pretrain.synthfer_backbone()'s file before the notebooks run
-BUDGETS: dict[str, dict[str, Any]] = {
-    # Tables 1 and 4 run at a smaller budget than Table 2 (1,000 training images, 3 epochs; Table 1 on
-    # three values per hyper-parameter around the preset) so that the whole job fits 30 minutes on 2 CPU
-    # cores. The spec's full grid: -p sensitivity_grid None; the preset budget: -p noise_epochs None ...
-    # SynthFER runs start from a ResNet-18 pretrained on a separate SynthFER pool (pretrain.py), as the
-    # paper's start from MS-Celeb-1M weights; -p pretrained None trains from scratch.
-    "synthfer": dict(epochs=None, seeds=[0], pretrained=SYNTHFER_BACKBONE,
-                     sensitivity_grid={"lambda_min": [0.0, 0.2, 0.4], "threshold": [0.5, 0.7, 0.8],
-                                       "epoch_threshold": [1, 3, 5]},
-                     sensitivity_epochs=3, sensitivity_max_train=1000,
-                     noise_epochs=3, noise_max_train=1000),
-    "raf": dict(epochs=75, seeds=[0], sensitivity_epochs=75, sensitivity_max_train=None,
-                noise_epochs=75, noise_max_train=None),
-    "affectnet7": dict(epochs=75, seeds=[0], sensitivity_epochs=75, sensitivity_max_train=None,
-                       noise_epochs=75, noise_max_train=None),
-    "affectnet8": dict(epochs=75, seeds=[0], sensitivity_epochs=75, sensitivity_max_train=None,
-                       noise_epochs=75, noise_max_train=None),
-    "sfew": dict(epochs=75, seeds=[0], sensitivity_epochs=75, sensitivity_max_train=None,
-                 noise_epochs=75, noise_max_train=None),
-    "imagefolder": dict(epochs=75, seeds=[0], sensitivity_epochs=75, sensitivity_max_train=None,
-                        noise_epochs=75, noise_max_train=None),
-}
-# --quick (tests): notebooks shrink every run themselves (studies.QUICK_OVERRIDES); the studies shrink too
-# --quick (tests): notebooks shrink every run themselves (studies.QUICK_OVERRIDES); the studies keep that
-# tiny budget (None = no budget of their own, so their preset points reuse the runs of notebooks 02-04)
-QUICK_PARAMETERS: dict[str, Any] = dict(
-    pretrained=None, epochs=None, sensitivity_grid={"lambda_min": [0.0, 0.2]}, sensitivity_epochs=None,
-    sensitivity_max_train=None, noise_rates=[0.0, 0.2], noise_methods=["baseline", "adadf"],
-    noise_epochs=None, noise_max_train=None)
-
-
-def budget_for(dataset: str, quick: bool = False) -> dict[str, Any]:
-    """The parameters the pipeline gives notebooks for ``dataset`` (notebooks use it for None budgets)."""
-    values = dict(BUDGETS.get(dataset, BUDGETS["imagefolder"]))
-    if quick:
-        values.update(QUICK_PARAMETERS)
-    return values
-
 
 class PipelineError(RuntimeError):
     """The pipeline could not start (bad parameters, results of another configuration)."""
@@ -187,18 +145,12 @@ def validate_overrides(overrides: Mapping[str, Any], declared: Mapping[str, Mapp
 # machine, index, overwrite rule
 
 def machine_info(device: str = "auto") -> dict[str, Any]:
-    info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
     try:
-        import torch
-        from .device import select_device
-        info["torch"] = torch.__version__
-        dev = select_device(device)
-        info["device"] = str(dev)
-        if dev.type == "cuda":
-            info["device_name"] = torch.cuda.get_device_name(dev)
+        from .device import environment, select_device
+        return environment(select_device(device))
     except Exception as exc:  # the index is still useful without torch details
-        info["device"] = f"{device} ({type(exc).__name__}: {exc})"
-    return info
+        return {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                "python": platform.python_version(), "device": f"{device} ({type(exc).__name__}: {exc})"}
 
 
 def _read_timings(path: Path) -> list[dict]:
@@ -216,11 +168,12 @@ def write_timings(output: Path, rows: list[dict]) -> Path:
     merged = {r["notebook"]: r for r in _read_timings(path)}
     merged.update({r["notebook"]: r for r in rows})
     cols = ["notebook", "seconds", "status", "finished_at"]
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for name in sorted(merged):
-            w.writerow(merged[name])
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for name in sorted(merged):
+        w.writerow(merged[name])
+    write_text(path, text.getvalue())
     return path
 
 
@@ -343,18 +296,7 @@ def reproduce(dataset: str = "synthfer", data_root: str | None = None, output: s
     write_text(output / "pipeline.json", json.dumps(record, indent=2, sort_keys=True, default=str))
     machine = machine_info(device)
     result = Result(output=output)
-    if any(book.get("pretrained") == SYNTHFER_BACKBONE for book in per_book.values()):
-        from .pretrain import synthfer_backbone
-
-        start = time.perf_counter()
-        print("pretraining the SynthFER ResNet-18 (the MS-Celeb-1M stand-in; reused once it exists)",
-              file=sys.stderr)
-        weights = str(synthfer_backbone(device=device, progress=progress))
-        for book in per_book.values():
-            if book.get("pretrained") == SYNTHFER_BACKBONE:
-                book["pretrained"] = weights
-        result.timings.append(dict(notebook="pretrain-synthfer", seconds=f"{time.perf_counter() - start:.1f}",
-                                   status="ok", finished_at=_dt.datetime.now().isoformat(timespec="seconds")))
+    _pretrain_if_asked(per_book, result, device, progress)
     failure: Optional[NotebookFailedError] = None
     bar = tqdm(books, desc="notebooks", unit="nb", disable=not progress)
     for book in bar:
@@ -385,6 +327,23 @@ def reproduce(dataset: str = "synthfer", data_root: str | None = None, output: s
         raise failure
     _print_summary(result)
     return result
+
+
+def _pretrain_if_asked(per_book: dict, result: Result, device: str, progress: bool) -> None:
+    """Replace the ``synthfer-backbone`` token by the pretrained file (trained once, then reused)."""
+    if not any(book.get("pretrained") == SYNTHFER_BACKBONE for book in per_book.values()):
+        return
+    from .pretrain import synthfer_backbone
+
+    start = time.perf_counter()
+    print("pretraining the SynthFER ResNet-18 (the MS-Celeb-1M stand-in; reused once it exists)",
+          file=sys.stderr)
+    weights = str(synthfer_backbone(device=device, progress=progress))
+    for book in per_book.values():
+        if book.get("pretrained") == SYNTHFER_BACKBONE:
+            book["pretrained"] = weights
+    result.timings.append(dict(notebook="pretrain-synthfer", seconds=f"{time.perf_counter() - start:.1f}",
+                               status="ok", finished_at=_dt.datetime.now().isoformat(timespec="seconds")))
 
 
 def _print_summary(result: Result) -> None:

@@ -13,18 +13,14 @@ From ``shared/docs/peer_methods.md`` section 3:
   sample in the batch) or ``low`` (paper: only the low-importance group, i.e. samples outside the top
   floor(0.7 B) attention values).
 
-Pure tensor functions: :func:`scn_relabel`, :func:`low_importance_mask`. Method: :class:`SCNMethod`.
+Pure tensor functions: :func:`scn_relabel`, :func:`low_importance_mask`. The training method that composes
+them is ``methods/scn.py``.
 """
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
-from torch import nn
-
-from .adadf import rank_regularization
-from .methods import AttentionStats, Method, flatten_crops
 
 SCOPES = ("all", "low")
 
@@ -71,123 +67,3 @@ def scn_relabel(probs: torch.Tensor, labels: torch.Tensor, margin: float = 0.2,
             raise ValueError("candidates_mask must be a bool tensor of shape [B]")
         changed = changed & candidates_mask
     return torch.where(changed, arg, labels), changed
-
-
-# ----------------------------------------------------------------------------- method
-
-class SCNMethod(Method):
-    """SCN on the shared trainer: single ResNet + attention head (logits = alpha * z), CE + RR, relabelling.
-
-    State: ``y_cur`` [N] (long, model's device), the current training labels, starting at the data set's
-    (possibly noisy) labels and changed persistently by the relabel rule. Extra metrics.csv columns per
-    epoch: ``relabeled`` (relabels this epoch), ``relabeled_share`` (share of samples whose current label
-    differs from the given one); with synthetic noise ``recovered_flipped`` (share of flipped samples whose
-    current label is the clean one), ``relabel_restored`` (share of this epoch's relabels that set the clean
-    label), ``attn_flipped`` / ``attn_clean`` (mean attention of the training steps).
-    """
-
-    name = "scn"
-    arch = "single"
-    uses_attention = True
-    attention_head = True
-
-    def __init__(self, cfg, num_classes, train_set, device):
-        super().__init__(cfg, num_classes, train_set, device)
-        if cfg.scn_relabel_scope not in SCOPES:
-            raise ValueError(f"scn_relabel_scope={cfg.scn_relabel_scope!r} is not valid; expected one of "
-                             f"{', '.join(SCOPES)}")
-        dev = self.device
-        C = self.num_classes
-        self.has_noise = False
-        self.y_cur = torch.zeros(0, dtype=torch.long, device=dev)
-        if train_set is not None:
-            self.y_given = torch.as_tensor(train_set.labels).to(dev).long()
-            self.y_cur = self.y_given.clone()
-            self.clean = torch.as_tensor(train_set.clean_labels).to(dev).long()
-            self.flipped = torch.as_tensor(train_set.flipped).to(dev).bool()
-            self.has_noise = bool(self.flipped.any())
-        self._relabels = torch.zeros((), dtype=torch.long, device=dev)
-        self._restored = torch.zeros((), dtype=torch.long, device=dev)
-        self.attn_stats = AttentionStats(C, dev)
-        self._record: dict = {}
-
-    def build_model(self, pretrained: bool = True) -> nn.Module:
-        """Single ResNet with SCN's head; the attention always scales the logits (SCN's design), whatever
-        the profile's ``attention_on`` (an Ada-DF switch) says."""
-        from .model import build_model
-
-        cfg = self.cfg
-        return build_model("single", self.num_classes, backbone=cfg.backbone, attention_on="logits",
-                           pretrained=cfg.pretrained if pretrained else None, attention_head=True)
-
-    def relabel_active(self, epoch: int) -> bool:
-        """Relabelling runs in epochs >= cfg.scn_relabel_epoch (1-based)."""
-        return int(epoch) >= int(self.cfg.scn_relabel_epoch)
-
-    def on_epoch_start(self, epoch: int) -> None:
-        self._relabels.zero_(); self._restored.zero_(); self.attn_stats.reset()
-
-    def training_step(self, model, images, labels, indices, epoch, step, steps_per_epoch):
-        images, labels, indices, n_crops = flatten_crops(images, labels, indices)
-        indices = indices.to(self.device).long()
-        out = model(images)
-        logits = out["logits"].float()            # alpha * z
-        att = out["attention"].float()
-        targets = self.y_cur[indices]
-        loss_ce = F.cross_entropy(logits, targets)
-        group = self._group(n_crops)
-        loss_rr = rank_regularization(att, self.cfg.rr_ratio, self.cfg.rr_margin, group_size=group)
-        loss = loss_ce + loss_rr
-        with torch.no_grad():
-            y = labels.to(self.device).long()
-            self.attn_stats.add(att, y, self.flipped[indices] if self.has_noise else None)
-            acc = (logits.argmax(1) == y).float().mean()
-            if self.relabel_active(epoch):
-                self.step_ctx.update(probs=torch.softmax(logits.detach(), 1), attention=att.detach(),
-                                     indices=indices, n_crops=n_crops)
-        logs = {"loss": loss.detach(), "loss_ce": loss_ce.detach(), "loss_rr": loss_rr.detach(),
-                "train_acc": acc}
-        return loss, logs
-
-    @torch.no_grad()
-    def after_optimizer_step(self, model, ctx: dict) -> None:
-        if "probs" not in ctx:
-            return
-        probs, att, idx, n = ctx["probs"], ctx["attention"], ctx["indices"], ctx["n_crops"]
-        if n is not None:                          # SFEW crops: one decision per image
-            probs = probs.view(-1, n, probs.shape[1]).mean(1)
-            att = att.view(-1, n).mean(1)
-            idx = idx.view(-1, n)[:, 0]
-        cand = low_importance_mask(att, self.cfg.rr_ratio) if self.cfg.scn_relabel_scope == "low" else None
-        new, changed = scn_relabel(probs, self.y_cur[idx], self.cfg.scn_relabel_margin, cand)
-        self.y_cur[idx] = new
-        self._relabels += changed.sum()
-        if self.has_noise:
-            self._restored += (changed & (new == self.clean[idx])).sum()
-
-    @torch.no_grad()
-    def on_epoch_end(self, model, epoch, train_loader) -> dict[str, float]:
-        out: dict[str, float] = {"relabeled": float(self._relabels)}
-        if self.y_cur.numel():
-            out["relabeled_share"] = float((self.y_cur != self.y_given).float().mean())
-        if self.has_noise:
-            out["recovered_flipped"] = float((self.y_cur[self.flipped] == self.clean[self.flipped]).float().mean())
-            n = int(self._relabels)
-            out["relabel_restored"] = float(self._restored) / n if n else float("nan")
-            out.update(self.attn_stats.noise_metrics())
-        names = list(getattr(self.train_set, "class_names", None) or range(self.num_classes))
-        self._record = {"attention_by_class": self.attn_stats.rows(epoch, names)}
-        return out
-
-    def epoch_record(self, epoch: int) -> dict:
-        return self._record
-
-    def state_dict(self) -> dict:
-        return {"y_cur": self.y_cur.detach().cpu().clone()}
-
-    def load_state_dict(self, state: dict) -> None:
-        y = torch.as_tensor(state["y_cur"]).long()
-        if self.train_set is not None and y.shape != self.y_cur.shape:
-            raise ValueError(f"SCN state has {y.numel()} labels; the training set has {self.y_cur.numel()}")
-        self.y_cur = y.to(self.device)
-

@@ -1,36 +1,23 @@
 """Multi-run studies the notebooks call: ablation (paper Table 2), sensitivity (Table 1), label noise (Table 4).
 
-Run folders are named by one rule so that notebooks (and the comparison notebook) reuse each other's runs::
-
-    <runs_root>/<method>-seed<seed>                       the data set's preset configuration
-    <runs_root>/<method>-<tag><value>-...-seed<seed>      every setting that differs from the preset
-
-``run_dir_for(runs_root, method, seed, **overrides)`` formats the name from the overrides it is given;
-``run_dir_for_config(runs_root, cfg)`` computes those overrides as the fields of ``cfg`` that differ from
-``make_config(cfg.dataset)`` (machinery such as device, threads or progress bars is ignored). Tags are
-short names for the common fields (``NAME_TAGS``: ``t`` threshold, ``ehat`` epoch threshold, ``lmin``
-lambda_min, ``noise`` noise rate, ``ep`` epochs, ``ntr``/``nte`` max train/test samples, ``img`` image
-size, ...); other fields use their own name. Overrides are sorted by tag, floats are written with ``%g``,
-file paths by their stem. Example: ``adadf-lmin0.1-seed0``, ``adadf-noise0.2-seed1``.
-
+Every run folder is named by ``runs.run_dir_for_config`` (one rule), so notebooks reuse each other's runs.
 Accuracies in every table are fractions in [0, 1]; the text columns (``best``, ``last``) show percent.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
-import numpy as np
 import pandas as pd
 
-from .config import MACHINERY_FIELDS, METHODS as CONFIG_METHODS, TrainConfig, make_config, resolve_config
-from .fileio import atomic_write, unique_path, write_text
-from .runs import is_finished
+from .config import TrainConfig
+from .fileio import unique_path
+from .paper import PAPER_NUMBERS, ablation_numbers, noise_number
+from .runs import is_finished, run_dir_for_config
 
 ABLATION_METHODS = ("baseline", "cd_only", "ld_only", "adadf")
 
@@ -43,112 +30,15 @@ DEFAULT_SENSITIVITY_GRID: dict[str, list] = {
 DEFAULT_NOISE_RATES = (0.0, 0.1, 0.2, 0.3)
 DEFAULT_NOISE_METHODS = ("baseline", "adadf", "scn", "slm_aea")
 
-# Numbers printed in the paper (percent). Ablation: spec section 5, best test epoch, ResNet-18.
-# Noise: spec section 8 (Ada-DF) and peer_methods.md (SCN, EAC: both ResNet-18; the Ada-DF paper
-# labels EAC's numbers "ResNet50", but they are ResNet-18).
-paper_numbers: dict[str, Any] = {
-    "ablation": {
-        "raf": {"label": "RAF-DB", "backbone": "ResNet-18 (MS-Celeb-1M)", "metric": "best test accuracy (%)",
-                "baseline": 88.71, "cd_only": 89.28, "ld_only": 89.50, "adadf": 90.04},
-        "affectnet7": {"label": "AffectNet-7", "backbone": "ResNet-18 (MS-Celeb-1M)",
-                       "metric": "best test accuracy (%)",
-                       "baseline": 64.58, "cd_only": 64.63, "ld_only": 64.95, "adadf": 65.34},
-        "sfew": {"label": "SFEW 2.0", "backbone": "ResNet-18 (MS-Celeb-1M)", "metric": "best test accuracy (%)",
-                 "baseline": 53.90, "cd_only": 56.05, "ld_only": 60.23, "adadf": 60.46},
-    },
-    "noise": {
-        "label": "RAF-DB", "backbone": "ResNet-18", "metric": "test accuracy (%) under symmetric label noise",
-        "adadf": {0.1: 87.81, 0.2: 86.67, 0.3: 84.38},
-        "scn": {0.1: 82.18, 0.2: 80.10, 0.3: 77.46},
-        "eac": {0.1: 88.02, 0.2: 86.05, 0.3: 84.42},
-    },
-}
-# which paper column a data set is compared with (SynthFER has no paper numbers: RAF-DB's, labelled so)
-PAPER_DATASET_FOR = {"raf": "raf", "synthfer": "raf", "affectnet7": "affectnet7", "sfew": "sfew"}
-
-# short tags for run folder names
-NAME_TAGS = {
-    "threshold": "t", "epoch_threshold": "ehat", "lambda_min": "lmin", "lambda_max": "lmax",
-    "rr_ratio": "rr", "noise_rate": "noise", "noise_seed": "nseed", "noise_file": "nfile",
-    "epochs": "ep", "batch_size": "bs", "max_train_samples": "ntr", "max_test_samples": "nte",
-    "image_size": "img", "recipe": "rcp", "pretrained": "pre", "backbone": "", "profile": "",
-    "lr": "lr", "weight_decay": "wd", "lr_gamma": "gamma", "track_samples": "trk",
-}
-# fields that do not change what a run computes (or are part of the folder name already)
-NOT_IN_NAME = set(MACHINERY_FIELDS) | {"dataset", "data_root", "method", "seed"}
-
-# the tiny configuration notebooks use with quick=True (tests)
-QUICK_OVERRIDES = dict(epochs=2, max_train_samples=64, max_test_samples=48, image_size=32, recipe="light",
-                       batch_size=16, track_samples=4)
-
-
-# ---------------------------------------------------------------------------------------------
-# naming
-
-def _fmt_value(key: str, value: Any) -> str:
-    if isinstance(value, bool):
-        text = "on" if value else "off"
-    elif isinstance(value, float):
-        text = format(value, "g")
-    elif isinstance(value, int):
-        text = str(value)
-    elif key in ("noise_file", "pretrained", "data_root"):
-        text = Path(str(value)).stem
-    else:
-        text = str(value)
-    return re.sub(r"[^A-Za-z0-9._+]", "_", text)
-
-
-def run_dir_for(runs_root: str | Path, method: str, seed: int, **overrides) -> Path:
-    """The folder of one run: ``<runs_root>/<method>[-<tag><value>...]-seed<seed>``.
-
-    ``overrides`` are the settings that differ from the data set's preset (``None`` values are skipped).
-    The name is stable: notebooks and the comparison notebook find each other's runs through it.
-    """
-    if not method or not re.fullmatch(r"[A-Za-z0-9_]+", method):
-        raise ValueError(f"method {method!r} is not a valid run-name part")
-    parts = []
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        tag = NAME_TAGS.get(key, key)
-        parts.append(f"{tag}{_fmt_value(key, value)}")
-    name = "-".join([method] + sorted(parts) + [f"seed{int(seed)}"])
-    return Path(runs_root) / name
-
-
-def config_overrides(cfg: TrainConfig) -> dict[str, Any]:
-    """The fields of ``cfg`` that differ from its data set's preset (after both are resolved), minus
-    machinery fields that do not change the result. The profile counts when it is not ``official``."""
-    mine = dataclasses.asdict(resolve_config(dataclasses.replace(cfg, run_dir=cfg.run_dir or "x")))
-    base = dataclasses.asdict(resolve_config(make_config(cfg.dataset, cfg.profile, method=cfg.method,
-                                                         seed=cfg.seed, run_dir="x")))
-    out = {k: v for k, v in mine.items() if k not in NOT_IN_NAME and k != "profile" and v != base[k]}
-    if cfg.profile != "official":
-        out["profile"] = cfg.profile
-    return out
-
-
-def run_dir_for_config(runs_root: str | Path, cfg: TrainConfig) -> Path:
-    """``run_dir_for`` with the overrides computed from ``cfg`` (see ``config_overrides``)."""
-    return run_dir_for(runs_root, cfg.method, cfg.seed, **config_overrides(cfg))
-
-
 # ---------------------------------------------------------------------------------------------
 # training
 
 def check_methods_available(methods: Iterable[str]) -> None:
-    """Import every method's implementation now, so a missing one fails before any training starts."""
+    """Every name must be a registered method: an unknown one fails before any training starts."""
     from .methods import get_method
 
     for m in methods:
-        if m not in CONFIG_METHODS:
-            raise ValueError(f"unknown method {m!r}; expected one of {', '.join(CONFIG_METHODS)}")
-        try:
-            get_method(m)
-        except Exception as exc:  # a loud, named failure instead of a silent skip
-            raise RuntimeError(f"method {m!r} cannot be used: importing its implementation failed "
-                               f"({type(exc).__name__}: {exc})") from exc
+        get_method(m)
 
 
 def train_or_reuse(cfg: TrainConfig, runs_root: str | Path | None = None, reuse: bool = True):
@@ -260,7 +150,7 @@ def ablation_study(base_cfg: TrainConfig, seeds: Sequence[int], runs_root: str |
     runs = train_many(cfgs, runs_root, desc="ablation", reuse=reuse)
     table = _aggregate(results_table(runs), ["method"]).reindex(list(methods))
     table.index.name = "variant"
-    paper = paper_numbers["ablation"].get(PAPER_DATASET_FOR.get(base_cfg.dataset, ""))
+    paper = ablation_numbers(base_cfg.dataset)
     table["paper_best_acc"] = [paper[m] / 100 if paper and m in paper else float("nan") for m in methods]
     if paper:
         note = " (SynthFER has no paper numbers)" if base_cfg.dataset == "synthfer" else ""
@@ -349,121 +239,9 @@ def noise_study(base_cfg: TrainConfig, rates: Sequence[float] = DEFAULT_NOISE_RA
     table = _aggregate(df, ["method", "noise"])
     extra = df.groupby(["method", "noise"], sort=False)[["recovered_flipped", "attn_flipped", "attn_clean"]].mean()
     table = table.join(extra).reset_index()
-    paper = paper_numbers["noise"]
-
-    def paper_value(m, noise):
-        try:
-            return paper[m][round(float(noise), 2)] / 100
-        except (KeyError, ValueError):
-            return float("nan")
-    table["paper_acc"] = [paper_value(m, n) for m, n in zip(table["method"], table["noise"])]
+    paper = PAPER_NUMBERS["noise"]
+    table["paper_acc"] = [noise_number(m, n) for m, n in zip(table["method"], table["noise"])]
     table["paper_source"] = f"{paper['label']}, {paper['backbone']}, paper Table 4"
     return table
 
 
-# ---------------------------------------------------------------------------------------------
-# writing tables
-
-def _md_cell(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, (float, np.floating)):
-        return "" if math.isnan(v) else f"{v:.4f}"
-    return str(v).replace("|", "\\|")
-
-
-def to_markdown(df: pd.DataFrame, index: bool = True) -> str:
-    """A GitHub Markdown table (no extra dependency); floats with 4 decimals, NaN as blank."""
-    frame = df.reset_index() if index and (df.index.name or not isinstance(df.index, pd.RangeIndex)) else df
-    cols = [str(c) for c in frame.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(_md_cell(v) for v in row) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def save_table(df: pd.DataFrame, out_dir: str | Path, name: str) -> dict[str, Path]:
-    """Write ``out_dir/tables/<name>.csv`` (full precision) and ``<name>.md``; return both paths."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ValueError(f"table name {name!r} must be letters, digits, '.', '_' or '-'")
-    folder = Path(out_dir) / "tables"
-    folder.mkdir(parents=True, exist_ok=True)
-    keep_index = bool(df.index.name) or not isinstance(df.index, pd.RangeIndex)
-    csv, md = folder / f"{name}.csv", folder / f"{name}.md"
-    atomic_write(csv, lambda p: df.to_csv(p, index=keep_index))
-    write_text(md, to_markdown(df, index=keep_index))
-    return {"csv": csv, "md": md}
-
-
-# ---------------------------------------------------------------------------------------------
-# notebook set-up
-
-def project_root() -> Path:
-    """The repository root (the folder holding adadf_core/)."""
-    return Path(__file__).resolve().parent.parent
-
-
-@dataclasses.dataclass
-class NotebookContext:
-    """What every notebook derives from its parameters: folders and the base training config."""
-    dataset: str
-    output_dir: Path
-    runs_root: Path
-    base_cfg: TrainConfig
-    seeds: list[int]
-    quick: bool
-    reuse: bool
-
-    @property
-    def figures_dir(self) -> Path:
-        return self.output_dir / "figures"
-
-    @property
-    def tables_dir(self) -> Path:
-        return self.output_dir / "tables"
-
-    def cfg(self, method: str = "adadf", seed: int | None = None, **changes) -> TrainConfig:
-        """The base config for ``method`` and ``seed`` with ``changes``; run_dir by the naming rule."""
-        c = dataclasses.replace(self.base_cfg, method=method,
-                                seed=self.seeds[0] if seed is None else int(seed), **changes)
-        return dataclasses.replace(c, run_dir=str(run_dir_for_config(self.runs_root, c)))
-
-    def variant(self, **changes) -> TrainConfig:
-        """The base config with ``changes`` applied; ``None`` values leave the base value."""
-        return dataclasses.replace(self.base_cfg, **{k: v for k, v in changes.items() if v is not None})
-
-    def train(self, method: str = "adadf", seed: int | None = None, **changes):
-        """Train or reuse one run (see ``train_or_reuse``)."""
-        return train_or_reuse(self.cfg(method, seed, **changes), reuse=self.reuse)
-
-
-def _abs(path: str | Path) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else project_root() / p
-
-
-def notebook_setup(dataset: str = "synthfer", data_root: str | None = None,
-                   output_dir: str = "results/synthfer", runs_dir: str | None = None,
-                   epochs: int | None = None, seeds: Sequence[int] = (0,), device: str = "auto",
-                   profile: str = "official", quick: bool = False, reuse_runs: bool = True,
-                   **overrides) -> NotebookContext:
-    """Turn the notebook parameters into folders and a base config. Relative paths are taken from the
-    repository root (so a notebook opened in notebooks/ writes to <repo>/results/...). ``quick`` shrinks
-    the run to ``QUICK_OVERRIDES`` (tests); ``overrides`` are extra TrainConfig fields."""
-    out = _abs(output_dir)
-    runs_root = _abs(runs_dir) if runs_dir else out / "runs"
-    for p in (out / "figures", out / "tables", runs_root):
-        p.mkdir(parents=True, exist_ok=True)
-    values = dict(QUICK_OVERRIDES) if quick else {}
-    if epochs is not None:
-        values["epochs"] = int(epochs)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    if data_root is not None:
-        values["data_root"] = str(_abs(data_root))
-    seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
-    if not seeds:
-        raise ValueError("seeds must name at least one seed")
-    cfg = make_config(dataset, profile, device=device, seed=seeds[0], **values)
-    resolve_config(cfg)  # validate now, with a clear message
-    return NotebookContext(dataset=dataset, output_dir=out, runs_root=runs_root, base_cfg=cfg, seeds=seeds,
-                           quick=bool(quick), reuse=bool(reuse_runs))

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from adadf_core import cli
-from adadf_core.train import parse_value
+from adadf_core.cli import parse_value
 
 
 def train_args(root, run_dir, *extra):

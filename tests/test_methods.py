@@ -7,8 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from adadf_core.config import make_config, resolve_config
-from adadf_core.methods import (METHODS, AdaDFMethod, BaselineMethod, CDOnlyMethod, LDOnlyMethod,
-                                choose_tracked, get_method)
+from adadf_core.methods import METHODS, RunContext, get_method
+from adadf_core.methods.adadf import AdaDFMethod, CDOnlyMethod, LDOnlyMethod
+from adadf_core.methods.baseline import BaselineMethod
+from adadf_core.methods.diagnostics import choose_tracked
 
 C = 7
 
@@ -55,12 +57,12 @@ def make_cfg(**kw):
     return resolve_config(make_config("synthfer", "official", **base))
 
 
-def build(cls=AdaDFMethod, ds=None, **kw):
+def build(cls=AdaDFMethod, ds=None, track=False, **kw):
     torch.manual_seed(0)
     cfg = make_cfg(**kw)
     ds = ds if ds is not None else FakeSet()
-    method = cls(cfg, C, ds, torch.device("cpu"))
-    model = method.build_model()
+    method = cls(cfg, C, ds, RunContext(train_eval_set=ds if track else None))
+    model = cls.build_model(cfg, C)
     return cfg, ds, method, model
 
 
@@ -152,7 +154,8 @@ def test_eval_pass_miner_matches_direct_computation(t):
     loader = torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True, drop_last=False,
                                          generator=torch.Generator().manual_seed(0))
     rec = Recorder(model)
-    metrics = method.on_epoch_end(rec, 1, loader)
+    record = method.end_epoch(rec, 1, loader)
+    metrics = record.metrics
     assert len(rec.outputs) == 4                      # one more full pass over the loader
     assert model.training                             # back in train mode
     expect = direct_mined_D(model, ds, t, 0.4 / (C - 1))
@@ -164,14 +167,12 @@ def test_eval_pass_miner_matches_direct_computation(t):
     assert metrics["fallback_classes"] == float(fb.sum())
     if t > 0.5:
         assert bool(fb.all())                          # an untrained net is far from 0.9 confident
-    rec_ = method.epoch_record(1)
-    assert rec_["class_distribution"].shape == (C, C)
+    assert record.class_distribution.shape == (C, C)
 
 
 def test_train_pass_accumulates_during_training_without_extra_pass():
     cfg, ds, method, model = build(threshold=0.1, cd_source="train_pass", fallback_offdiag="paper")
     rec = Recorder(model)
-    method.on_epoch_start(1)
     probs, labels = [], []
     for s in range(3):
         idx = torch.arange(8 * s, 8 * s + 8)
@@ -179,7 +180,7 @@ def test_train_pass_accumulates_during_training_without_extra_pass():
         probs.append(torch.softmax(rec.outputs[-1]["aux_logits"], 1))
         labels.append(ds.labels[idx])
     n_calls = len(rec.outputs)
-    method.on_epoch_end(rec, 1, None)                  # train_pass never touches the loader
+    method.end_epoch(rec, 1, None)                     # train_pass never touches the loader
     assert len(rec.outputs) == n_calls                 # no extra pass
     probs, labels = torch.cat(probs), torch.cat(labels)
     for c in range(C):
@@ -212,10 +213,9 @@ def test_noise_and_gt_metrics():
     ds = FakeSet(n=14, gt=True, flip=5)
     cfg, ds, method, model = build(ds=ds, threshold=0.1)
     loader = torch.utils.data.DataLoader(ds, batch_size=7, shuffle=False)
-    method.on_epoch_start(1)
     for images, labels, idx in loader:
         method.training_step(model, images, labels, idx, 1, 0, 2)
-    m = method.on_epoch_end(model, 1, loader)
+    m = method.end_epoch(model, 1, loader).metrics
     for key in ("kl_gt_label", "kl_gt_class", "kl_gt_fused", "js_gt_label", "js_gt_class", "js_gt_fused",
                 "attn_flipped", "attn_clean", "recovered_flipped"):
         assert key in m and math.isfinite(m[key]), key
@@ -233,21 +233,18 @@ def test_noise_and_gt_metrics():
 
 def test_tracked_record_shapes_and_attention_stats():
     ds = FakeSet(n=14)
-    cfg, ds, method, model = build(ds=ds, track_samples=5)
-    method.train_eval_set = ds
+    cfg, ds, method, model = build(ds=ds, track=True, track_samples=5)
     loader = torch.utils.data.DataLoader(ds, batch_size=7, shuffle=False, drop_last=True)
-    method.on_epoch_start(1)
     for s, (images, labels, idx) in enumerate(loader):
         method.training_step(model, images, labels, idx, 1, s, 2)
-    method.on_epoch_end(model, 1, loader)
-    rec = method.epoch_record(1)
-    tr = rec["tracked"]
+    rec = method.end_epoch(model, 1, loader)
+    tr = rec.tracked
     assert tr["label_dist"].shape == (5, C) and tr["attention_raw"].shape == (5,)
     assert abs(tr["label_dist"].sum(1) - 1).max() < 1e-5
     assert ((tr["attention_weight"] >= cfg.lambda_min - 1e-6) & (tr["attention_weight"] <= 1 + 1e-6)).all()
-    labels = ds.labels[method.tracked_indices].numpy()
+    labels = ds.labels[method.diagnostics.tracked_indices].numpy()
     assert (tr["class_dist"] == method.D[labels].numpy()).all()
-    att = rec["attention_by_class"]
+    att = rec.attention_rows
     assert sum(r["count"] for r in att) == 14 and all(0 < r["mean"] < 1 for r in att)
 
 
@@ -268,17 +265,19 @@ def test_baseline_step_is_cross_entropy():
     loss, logs = method.training_step(rec, ds.images[:8], ds.labels[:8], torch.arange(8), 1, 0, 3)
     expect = F.cross_entropy(rec.outputs[-1]["logits"], ds.labels[:8])
     assert float(loss.detach()) == pytest.approx(float(expect), rel=1e-6)
-    assert method.epoch_record(1) == {} and method.tracked_info() is None
+    record = method.end_epoch(model, 1, None)
+    assert record.metrics == {} and record.class_distribution is None and record.tracked is None
+    assert method.initial_record().tracked is None
 
 
 def test_registry_and_state_roundtrip():
     assert set(METHODS) == {"baseline", "ld_only", "cd_only", "adadf", "scn", "slm_aea"}
     assert get_method("adadf") is AdaDFMethod
-    with pytest.raises(ValueError, match="baseline, ld_only"):
+    with pytest.raises(ValueError, match="expected one of baseline, adadf, ld_only, cd_only, scn, slm_aea"):
         get_method("nope")
     cfg, ds, method, model = build()
     method.D = torch.rand(C, C)
-    other = AdaDFMethod(cfg, C, ds, torch.device("cpu"))
+    other = AdaDFMethod(cfg, C, ds)
     other.load_state_dict(method.state_dict())
     assert torch.equal(other.D, method.D)
     with pytest.raises(ValueError, match="D of shape"):

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from adadf_core.config import make_config, resolve_config
-from adadf_core.scn import SCNMethod, low_importance_mask, scn_relabel
+from adadf_core.methods.scn import SCNMethod
+from adadf_core.scn import low_importance_mask, scn_relabel
 
 
 def _probs(rows):
@@ -102,17 +103,15 @@ def _scn(relabel_epoch=3, scope="all"):
                       [0, 3.0, 0]])
     alpha = torch.tensor([0.1, 0.9, 0.9, 0.9, 0.8, 0.7, 0.6, 0.5])
     train = _fake_set([1, 1, 0, 2, 1, 1, 1, 1], [0, 2, 0, 2, 1, 1, 1, 1])
-    return SCNMethod(cfg, 3, train, "cpu"), FixedNet(z, alpha), z, alpha
+    return SCNMethod(cfg, 3, train), FixedNet(z, alpha), z, alpha
 
 
 def _epoch(method, model, epoch):
-    method.on_epoch_start(epoch)
     idx = torch.arange(8)
-    method.step_ctx = {}
     loss, logs = method.training_step(model, idx[:, None].float(), method.y_given[idx], idx, epoch, 0, 1)
     loss.backward()
-    method.after_optimizer_step(model, method.step_ctx)
-    return loss, logs, method.on_epoch_end(model, epoch, None)
+    method.after_optimizer_step(model)
+    return loss, logs, method.end_epoch(model, epoch, None).metrics
 
 
 def test_scn_method_relabel_schedule_and_persistence():
@@ -163,9 +162,8 @@ def test_scn_method_restores_clean_label_and_scope_low():
 def test_scn_model_scales_logits_and_keeps_argmax():
     cfg = resolve_config(make_config("synthfer", "paper", method="scn", device="cpu"))
     assert cfg.attention_on == "features"       # an Ada-DF switch; SCN always scales the logits
-    method = SCNMethod(cfg, 7, None, "cpu")
     torch.manual_seed(0)
-    model = method.build_model().eval()
+    model = SCNMethod.build_model(cfg, 7).eval()
     assert model.attention_on == "logits"
     with torch.no_grad():
         out = model(torch.randn(4, 3, 32, 32))
@@ -189,7 +187,8 @@ def _tiny_fit_cfg(root, run_dir, method, **kw):
 @pytest.mark.slow
 def test_scn_tiny_fit_state_and_resume(tiny_synthfer, tmp_path, monkeypatch):
     """Epoch 1, stop, resume for epoch 2: finite metrics, y_cur in the checkpoint, and resume reloads it."""
-    from adadf_core.train import fit, load_splits
+    from adadf_core.loaders import load_splits
+    from adadf_core.train import fit
 
     cfg = _tiny_fit_cfg(tiny_synthfer, tmp_path / "run", "scn", scn_relabel_epoch=1)
     part = fit(cfg, stop_after_epoch=1)

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from adadf_core.config import make_config, resolve_config
-from adadf_core.slm_aea import (AEAHead, AEANet, SLMAEAMethod, init_soft_logits, slm_label_update, slm_ramps,
+from adadf_core.methods.slm_aea import SLMAEAMethod
+from adadf_core.slm_aea import (AEAHead, AEANet, init_soft_logits, slm_label_update, slm_ramps,
                                 soft_cross_entropy)
 
 C = 7
@@ -186,19 +187,17 @@ def test_slm_method_reproduces_frozen_trajectory():
     labels = torch.zeros(3, dtype=torch.long)
     clean = torch.tensor([0, 0, 1])
     train = types.SimpleNamespace(labels=labels, clean_labels=clean, flipped=labels != clean)
-    method = SLMAEAMethod(cfg, C, train, "cpu")
+    method = SLMAEAMethod(cfg, C, train)
     model = FrozenNet(pis)
     idx = torch.arange(3)
     for e in range(1, 41):
-        method.on_epoch_start(e)
-        method.step_ctx = {}
         loss, _ = method.training_step(model, idx[:, None].float(), labels, idx, e, 1, 2)
         if e == 1:   # soft CE against the initial soft labels
             q0 = init_soft_logits(labels, C).softmax(1)
             assert loss.item() == pytest.approx(soft_cross_entropy(pis.log(), q0).item(), abs=1e-5)
         loss.backward()
-        method.after_optimizer_step(model, method.step_ctx)
-        m = method.on_epoch_end(model, e, None)
+        method.after_optimizer_step(model)
+        m = method.end_epoch(model, e, None).metrics
         if e == 8:
             assert method.soft_labels()[1, 0].item() == pytest.approx(0.67, abs=0.02)
             assert method.soft_labels()[2, 0].item() == pytest.approx(0.27, abs=0.02)
@@ -209,7 +208,7 @@ def test_slm_method_reproduces_frozen_trajectory():
     assert m["recovered_flipped"] == 1.0 and m["soft_disagree"] == pytest.approx(1 / 3)
     assert m["slm_u"] == 1.0 and m["slm_d"] == pytest.approx(slm_ramps(39.5)[1])
     # state round trip
-    fresh = SLMAEAMethod(cfg, C, train, "cpu")
+    fresh = SLMAEAMethod(cfg, C, train)
     fresh.load_state_dict(method.state_dict())
     assert torch.equal(fresh.Z, method.Z)
 
@@ -220,8 +219,8 @@ def test_slm_method_model_and_cosine_schedule():
     cfg.slm_schedule = "cosine"   # SLM-AEA's native per-iteration schedule
     train = types.SimpleNamespace(labels=torch.tensor([0, 1]), clean_labels=torch.tensor([0, 1]),
                                   flipped=torch.tensor([False, False]))
-    method = SLMAEAMethod(cfg, C, train, "cpu")
-    model = method.build_model()
+    method = SLMAEAMethod(cfg, C, train)
+    model = SLMAEAMethod.build_model(cfg, C)
     assert isinstance(model, AEANet) and model.head.eval_mean == "running"
     out = model(torch.randn(2, 3, 32, 32))
     assert out["logits"].shape == (2, C) and out["features"].shape == (2, 512)
@@ -245,7 +244,8 @@ def test_slm_tiny_fit_state_and_resume(tiny_synthfer, tmp_path, monkeypatch):
     """Epoch 1, stop, resume for epoch 2 (2 steps of 16 per epoch): metrics, Z in the checkpoint, resume."""
     import numpy as np
 
-    from adadf_core.train import fit, load_splits
+    from adadf_core.loaders import load_splits
+    from adadf_core.train import fit
 
     def cfg_for(**kw):
         return make_config("synthfer", "official", method="slm_aea", data_root=str(tiny_synthfer),

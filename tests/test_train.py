@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from adadf_core.config import make_config
-from adadf_core.methods import AdaDFMethod
-from adadf_core.runs import NotARunError, Run, list_runs
-from adadf_core.train import NonFiniteLossError, RunExistsError, fit, load_model_state
+from adadf_core.methods.adadf import AdaDFMethod
+from adadf_core.model import load_model_state
+from adadf_core.runs import NotARunError, Run, RunExistsError, list_runs
+from adadf_core.train import NonFiniteLossError, fit
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,37 @@
+"""Training methods as plug-ins: one file per method, each registered with ``@register_method``.
+
+    baseline.py   ResNet-18 + cross-entropy                                     "baseline"
+    adadf.py      Ada-DF and its ablation variants (the method)                 "adadf", "ld_only", "cd_only"
+    diagnostics.py what Ada-DF and SCN record for notebooks 05-07 (not the method)
+    scn.py        SCN on the shared trainer                                     "scn"
+    slm_aea.py    SLM-AEA on the shared trainer                                 "slm_aea"
+
+The protocol the trainer calls is in ``base.py``. Adding a method touches one file: write a ``Method``
+subclass with ``@register_method("name")`` and import the file below.
+"""
+from __future__ import annotations
+
+from .base import EpochRecord, Method, RunContext, flatten_crops
+from .registry import METHODS, register_method
+from . import baseline, adadf, scn, slm_aea  # noqa: E402,F401  (each registers its classes)
+
+
+def method_names() -> tuple[str, ...]:
+    """Every registered method name, in registration order."""
+    return tuple(METHODS)
+
+
+def get_method(name: str) -> type:
+    """The ``Method`` class registered under ``name``."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def build_model_for(cfg, num_classes: int, pretrained: bool = True):
+    """The network of ``cfg.method`` (on the CPU), with ``cfg.pretrained`` loaded when ``pretrained``."""
+    return get_method(cfg.method).build_model(cfg, num_classes, cfg.pretrained if pretrained else None)
+
+
+__all__ = ["EpochRecord", "Method", "RunContext", "flatten_crops", "METHODS", "register_method",
+           "method_names", "get_method", "build_model_for"]
