@@ -338,18 +338,17 @@ def _apply_label_file(index: SplitIndex, labels: np.ndarray, path: str | Path) -
 # decoded-image store
 
 def decode_image(path: Path) -> Image.Image:
-    """Open and fully decode an image as RGB. Raises :class:`DatasetError` naming the path."""
+    """Open and fully decode an image as RGB with the project's one decoder (`adadf_core.images`: EXIF
+    orientation applied, transparency composited on white, 16-bit scaled by 1/257). Raises
+    :class:`DatasetError` naming the path."""
+    from .images import ImageDecodeError, decode_image as decode_any
+
     try:
-        with Image.open(path) as im:
-            if im.mode in ("RGBA", "LA", "P", "PA"):
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (0, 0, 0, 255))
-                return Image.alpha_composite(bg, im).convert("RGB")
-            return im.convert("RGB")
+        return decode_any(path)
     except FileNotFoundError:
         raise DatasetNotFoundError(f"image {path} not found")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DatasetError(f"cannot decode image {path}: {e}")
+    except ImageDecodeError as e:
+        raise DatasetError(f"cannot decode image {path}: {e.reason}")
 
 
 class ImageStore:

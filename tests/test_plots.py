@@ -238,3 +238,48 @@ def test_study_plots():
     np.testing.assert_allclose(lines["adadf best"].get_xdata(), [0.0, 0.2])
     np.testing.assert_allclose(lines["baseline last"].get_ydata(), [.58, .45])
     assert any("noise01" in t.get_text() for t in fig.axes[0].texts)
+
+
+# ----------------------------------------------------------------------- alignment (notebook 01)
+def test_alignment_template_figure_marks_the_template_points(tmp_path):
+    from adadf_core import align
+
+    fig = plots.plot_template((96, 112), path=tmp_path / "figs" / "template.png")
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), align.reference_template((96, 112)))
+    assert ax.get_title() == "template, 96x112" and [t.get_text().split("\n")[0] for t in ax.texts] == list(
+        align.LANDMARK_NAMES)
+    assert (tmp_path / "figs" / "template.png").stat().st_size > 1000
+    plt.close(fig)
+
+
+def test_manifest_examples_put_each_source_above_its_aligned_output(tmp_path):
+    from PIL import Image
+
+    from adadf_core import align
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((60, 80, 3), 90, np.uint8)).save(tmp_path / "src" / name)
+    Image.fromarray(np.full((64, 48, 3), 200, np.uint8)).save(tmp_path / "dst" / "b.png")
+    points = align.reference_template(100) * 0.6
+    rows = []
+    for name in ("a.png", "b.png"):              # a.png's output is missing: shown as 'no face'
+        row = {c: np.nan for c in align.MANIFEST_COLUMNS}
+        row.update(source=name, status="aligned", output=name)
+        for label, (x, y) in zip(align.LANDMARK_NAMES, points):
+            row[f"{label}_x"], row[f"{label}_y"] = x, y
+        rows.append(row)
+    rows.append({**rows[1], "source": "c.png", "status": "no_face"})    # filtered out by status
+    fig = plots.plot_manifest_examples(tmp_path / "src", tmp_path / "dst", pd.DataFrame(rows),
+                                       path=tmp_path / "grid.png")
+    axes = np.array(fig.axes).reshape(2, 2)
+    assert [ax.get_title() for ax in axes[0]] == ["a.png", "b.png"]
+    np.testing.assert_allclose(axes[0, 1].collections[0].get_offsets(), points)
+    assert any(t.get_text() == "no face" for t in axes[1, 0].texts)
+    assert axes[1, 1].images[0].get_array().shape == (64, 48, 3)
+    assert (tmp_path / "grid.png").exists()
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no rows with status"):
+        plots.plot_manifest_examples(tmp_path / "src", tmp_path / "dst", pd.DataFrame(rows), statuses=("error",))

@@ -1,10 +1,11 @@
 """MTCNN face detection, run inside its own process.
 
 TensorFlow (which the `mtcnn` package needs) must never share a process with torch: with some
-TensorFlow releases, importing it before torchvision/timm crashes the interpreter. `align.MTCNNDetector`
-therefore starts ``python -m adadf_core._mtcnn_worker --serve`` as a child process (a plain subprocess,
-not multiprocessing, so scripts without an ``if __name__ == "__main__"`` guard work too) and talks to it
-over its stdin/stdout with pickled messages:
+TensorFlow releases, importing it before torchvision/timm crashes the interpreter.
+`align.MTCNNDetector` (in `align/detectors.py`) therefore starts
+``python -m adadf_core.align._mtcnn_worker --serve`` as a child process (a plain subprocess, not
+multiprocessing, so scripts without an ``if __name__ == "__main__"`` guard work too) and talks to it over
+its stdin/stdout with pickled messages:
 
     parent -> child   ("detect", [RGB uint8 arrays])   |  ("quit", None)
     child -> parent   ("ready", versions) once after start-up, then ("ok", [float arrays [k, 15]])
@@ -17,7 +18,7 @@ TensorFlow.
 
 For debugging it can also be run by hand:
 
-    python -m adadf_core._mtcnn_worker photo1.jpg photo2.png     # prints the detections as JSON
+    python -m adadf_core.align._mtcnn_worker photo1.jpg photo2.png     # prints the detections as JSON
 """
 from __future__ import annotations
 
@@ -118,15 +119,15 @@ def serve(options: dict) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from PIL import Image
+    from adadf_core.images import decode_image
 
     paths = list(sys.argv[1:] if argv is None else argv)
     if paths[:1] == ["--serve"]:
         return serve(json.loads(paths[1]) if len(paths) > 1 else {})
     if not paths:
-        print("usage: python -m adadf_core._mtcnn_worker IMAGE [IMAGE ...]", file=sys.stderr)
+        print("usage: python -m adadf_core.align._mtcnn_worker IMAGE [IMAGE ...]", file=sys.stderr)
         return 2
-    images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    images = [np.asarray(decode_image(p)) for p in paths]
     init()
     for path, rows in zip(paths, detect_batch(images)):
         faces = [dict(zip(ROW_COLUMNS, map(float, row))) for row in rows]

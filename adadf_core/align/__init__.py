@@ -1,0 +1,41 @@
+"""Face detection and five-point similarity alignment (paper section 4.2; spec section 8 "Alignment").
+
+The paper detects every face with MTCNN, maps its five landmarks (eye centres, nose tip, mouth corners)
+onto a fixed five-point template with a similarity transform (rotation, uniform scale, translation) and
+warps the face to 100x100. SFEW results collapse when this step is skipped, so `adadf align` does it for a
+whole folder tree and records what happened to every input in ``dst/manifest.csv``.
+
+Modules (every public name is re-exported here, so ``from adadf_core import align; align.align_folder``)
+-------
+- `geometry`: `LANDMARK_NAMES`, the templates, `reference_template`, `similarity_to_template`, `align_face`.
+- `detectors`: `Face`, the `Detector` protocol, `MTCNNDetector` (TensorFlow only in its child process,
+  `_mtcnn_worker`), `LandmarkFileDetector` (recorded landmarks), `make_detector`, `choose_face`,
+  `align_detected`.
+- `pixels`: `load_rgb` (files, through `adadf_core.images.decode_image`), `example_photos`.
+- `folder`: `align_folder`, `cli_main`, `list_inputs`, `read_manifest`, `manifest_summary`.
+- `report`: `landmark_error_report` (detected vs recorded landmarks, SynthFER).
+The figures notebook 01 shows are in `adadf_core.plots` ("alignment" section).
+
+Landmark order everywhere: left eye, right eye, nose tip, left mouth corner, right mouth corner, where
+"left" means the left side *of the image* (smaller x), as MTCNN reports them. Nothing here imports torch;
+TensorFlow is imported only by the worker process.
+"""
+from .detectors import (MULTI_FACE_RULES, Detector, Face, LandmarkFileDetector, MTCNNDetector, align_detected,
+                        choose_face, make_detector, mtcnn_available)
+from .folder import (MANIFEST_COLUMNS, STATUSES, align_folder, cli_main, list_inputs, manifest_summary,
+                     read_manifest)
+from .geometry import (LANDMARK_NAMES, TEMPLATE_96x112, TEMPLATE_112x112, align_face, reference_template,
+                       similarity_to_template)
+from .pixels import example_photos, load_rgb
+from .report import LandmarkErrorReport, landmark_error_report
+
+__all__ = [
+    "LANDMARK_NAMES", "TEMPLATE_112x112", "TEMPLATE_96x112", "reference_template", "similarity_to_template",
+    "align_face",
+    "Face", "Detector", "MTCNNDetector", "LandmarkFileDetector", "mtcnn_available", "make_detector",
+    "MULTI_FACE_RULES", "choose_face", "align_detected",
+    "load_rgb", "example_photos",
+    "STATUSES", "MANIFEST_COLUMNS", "align_folder", "cli_main", "list_inputs", "read_manifest",
+    "manifest_summary",
+    "LandmarkErrorReport", "landmark_error_report",
+]
