@@ -35,9 +35,11 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from .images import ImageDecodeError, decoded_size
+from .images import decode_image as _decode_any
 from .transforms import FERTransform, build_transform
 
 RAF_CLASSES = ["Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral"]
@@ -341,10 +343,8 @@ def decode_image(path: Path) -> Image.Image:
     """Open and fully decode an image as RGB with the project's one decoder (`adadf_core.images`: EXIF
     orientation applied, transparency composited on white, 16-bit scaled by 1/257). Raises
     :class:`DatasetError` naming the path."""
-    from .images import ImageDecodeError, decode_image as decode_any
-
     try:
-        return decode_any(path)
+        return _decode_any(path)
     except FileNotFoundError:
         raise DatasetNotFoundError(f"image {path} not found")
     except ImageDecodeError as e:
@@ -394,12 +394,11 @@ def _store_sizes(paths: Sequence[Path], transform) -> tuple[np.ndarray, np.ndarr
     pre_done = np.zeros(len(paths), dtype=bool)
     for i, p in enumerate(paths):
         try:
-            with Image.open(p) as im:
-                w, h = im.size
+            w, h = decoded_size(p)               # after EXIF rotation, as the decoder returns it
         except FileNotFoundError:
             raise DatasetNotFoundError(f"image {p} not found")
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise DatasetError(f"cannot decode image {p}: {e}")
+        except ImageDecodeError as e:
+            raise DatasetError(f"cannot decode image {p}: {e.reason}")
         if isinstance(transform, FERTransform):
             pw, ph = transform.pre_size(w, h)
             if pw * ph < w * h:

@@ -174,9 +174,6 @@ def test_datasets_and_align_decode_every_kind_of_file_identically(tmp_path):
     assert np.asarray(decode_image(tmp_path / "g16.png"))[0, 2, 0] == 128
 
 
-@pytest.mark.xfail(strict=True, raises=Exception,
-                   reason="datasets._store_sizes reads the stored (unrotated) size; it should call "
-                          "images.decoded_size (see the align branch's report). Remove this marker then.")
 def test_the_decoded_image_store_accepts_exif_rotated_images(tmp_path):
     from adadf_core.datasets import load_split
 
