@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from adadf_core import pipeline
+from adadf_core import budgets, pipeline
 
 PARAMS = '''dataset = "synthfer"
 data_root = None
@@ -24,11 +24,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
-from adadf_core import plots, studies
+from adadf_core import plots, tables
 fig, ax = plt.subplots()
 ax.plot([0, 1], [0, 1])
 plots.save_figure(fig, output_dir, "{name}_figure")
-studies.save_table(pd.DataFrame({{"param": ["{name}"], "value": [{value}]}}), output_dir, "{name}_table")
+tables.save_table(pd.DataFrame({{"param": ["{name}"], "value": [{value}]}}), output_dir, "{name}_table")
 '''
 
 
@@ -144,10 +144,10 @@ def test_other_parameters_refused_unless_force(books, tmp_path):
 
 
 def test_budgets_cover_every_dataset_and_quick_keeps_tiny_runs():
-    from adadf_core.config import DATASETS
-    assert set(DATASETS) <= set(pipeline.BUDGETS)
-    assert pipeline.BUDGETS["raf"]["epochs"] == 75
-    quick = pipeline.budget_for("raf", quick=True)
+    from adadf_core.datasets import DATASET_NAMES
+    assert set(DATASET_NAMES) <= set(budgets.BUDGETS)
+    assert budgets.BUDGETS["raf"]["epochs"] == 75
+    quick = budgets.budget_for("raf", quick=True)
     assert quick["epochs"] is None and quick["noise_epochs"] is None
 
 
@@ -157,8 +157,8 @@ def test_synthfer_backbone_token_is_pretrained_once_and_passed_to_notebooks(tmp_
     `-p pretrained None` train from scratch."""
     from adadf_core import pretrain
 
-    assert pipeline.budget_for("synthfer")["pretrained"] == pipeline.SYNTHFER_BACKBONE
-    assert pipeline.budget_for("synthfer", quick=True)["pretrained"] is None
+    assert budgets.budget_for("synthfer")["pretrained"] == budgets.SYNTHFER_BACKBONE
+    assert budgets.budget_for("synthfer", quick=True)["pretrained"] is None
     folder = tmp_path / "nbs"
     folder.mkdir()
     write_notebook(folder / "01_uses.ipynb", "pretrained = None\n",

@@ -1,4 +1,4 @@
-"""studies.py with a fake ``train.fit`` that writes tiny finished run folders (no training)."""
+"""studies.py (and the naming rule, tables and notebook set-up it uses) with a fake ``train.fit`` that writes tiny finished run folders (no training)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adadf_core import studies
+from adadf_core import budgets, notebook, runs, studies, tables
 from adadf_core.config import make_config, resolve_config
 from adadf_core.runs import Run
 
@@ -54,25 +54,25 @@ def base(**kw):
 # ---------------------------------------------------------------------------------------------- naming
 
 def test_run_dir_for_names(tmp_path):
-    assert studies.run_dir_for(tmp_path, "adadf", 0) == tmp_path / "adadf-seed0"
-    assert studies.run_dir_for(tmp_path, "adadf", 2, threshold=0.6, lambda_min=0.1, noise_rate=None).name \
+    assert runs.run_dir_for(tmp_path, "adadf", 0) == tmp_path / "adadf-seed0"
+    assert runs.run_dir_for(tmp_path, "adadf", 2, threshold=0.6, lambda_min=0.1, noise_rate=None).name \
         == "adadf-lmin0.1-t0.6-seed2"
-    assert studies.run_dir_for(tmp_path, "scn", 0, noise_file="/x/y/noise01.txt").name == "scn-nfilenoise01-seed0"
+    assert runs.run_dir_for(tmp_path, "scn", 0, noise_file="/x/y/noise01.txt").name == "scn-nfilenoise01-seed0"
     with pytest.raises(ValueError):
-        studies.run_dir_for(tmp_path, "ada/df", 0)
+        runs.run_dir_for(tmp_path, "ada/df", 0)
 
 
 def test_run_dir_for_config_uses_differences_from_preset(tmp_path):
-    assert studies.run_dir_for_config(tmp_path, base()).name == "adadf-seed0"
-    assert studies.run_dir_for_config(tmp_path, base(method="baseline", seed=3)).name == "baseline-seed3"
-    assert studies.run_dir_for_config(tmp_path, base(lambda_min=0.1, noise_rate=0.2)).name \
+    assert runs.run_dir_for_config(tmp_path, base()).name == "adadf-seed0"
+    assert runs.run_dir_for_config(tmp_path, base(method="baseline", seed=3)).name == "baseline-seed3"
+    assert runs.run_dir_for_config(tmp_path, base(lambda_min=0.1, noise_rate=0.2)).name \
         == "adadf-lmin0.1-noise0.2-seed0"
     # setting the preset's own value, or machinery, does not change the name
-    assert studies.run_dir_for_config(tmp_path, base(threshold=0.7, device="cpu", progress=False)).name \
+    assert runs.run_dir_for_config(tmp_path, base(threshold=0.7, device="cpu", progress=False)).name \
         == "adadf-seed0"
-    assert studies.run_dir_for_config(tmp_path, base(profile="paper")).name == "adadf-paper-seed0"
+    assert runs.run_dir_for_config(tmp_path, base(profile="paper")).name == "adadf-paper-seed0"
     # a resolved config names the same folder as the unresolved one
-    assert studies.run_dir_for_config(tmp_path, resolve_config(base(epochs=3))).name == "adadf-ep3-seed0"
+    assert runs.run_dir_for_config(tmp_path, resolve_config(base(epochs=3))).name == "adadf-ep3-seed0"
 
 
 # ---------------------------------------------------------------------------------------------- studies
@@ -132,14 +132,11 @@ def test_noise_study_table(tmp_path, fake_fit):
         studies.noise_study(base(), [0.1], ["adadf"], runs_root=tmp_path, noise_files=[tmp_path / "nope.txt"])
 
 
-def test_unavailable_method_fails_loudly(tmp_path, fake_fit, monkeypatch):
-    import adadf_core.methods as methods
-
-    with pytest.raises(ValueError, match="unknown method"):
+def test_unavailable_method_fails_loudly(tmp_path, fake_fit):
+    with pytest.raises(ValueError, match="unknown method 'rul'"):
         studies.noise_study(base(), [0.0], ["baseline", "rul"], runs_root=tmp_path)
-    monkeypatch.setitem(methods.METHODS, "scn", "adadf_core.does_not_exist:SCNMethod")
-    with pytest.raises(RuntimeError, match="'scn' cannot be used"):
-        studies.noise_study(base(), [0.0], ["baseline", "scn"], runs_root=tmp_path)
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        studies.ablation_study(base(), [0], tmp_path, methods=["baseline", "nope"])
     assert fake_fit == []                        # checked before anything trains
 
 
@@ -163,27 +160,27 @@ def test_results_and_save_table(tmp_path, fake_fit):
     df = studies.results_table(runs)
     assert df["method"].tolist() == ["baseline", "adadf"]
     assert df["best_acc"].tolist() == pytest.approx([0.502, 0.652])
-    paths = studies.save_table(df[["method", "best_acc"]], tmp_path, "t1")
+    paths = tables.save_table(df[["method", "best_acc"]], tmp_path, "t1")
     assert paths["csv"] == tmp_path / "tables" / "t1.csv"
     back = pd.read_csv(paths["csv"])
     assert back["best_acc"].tolist() == pytest.approx([0.502, 0.652])
     md = paths["md"].read_text().splitlines()
     assert md[0] == "| method | best_acc |" and md[2] == "| baseline | 0.5020 |"
-    indexed = studies.save_table(df.set_index("method")[["best_acc"]], tmp_path, "t2")
+    indexed = tables.save_table(df.set_index("method")[["best_acc"]], tmp_path, "t2")
     assert pd.read_csv(indexed["csv"]).columns.tolist() == ["method", "best_acc"]
 
 
 def test_notebook_setup_quick(tmp_path):
-    ctx = studies.notebook_setup(output_dir=str(tmp_path / "out"), quick=True, seeds=[3, 4], device="cpu")
+    ctx = notebook.setup(output_dir=str(tmp_path / "out"), quick=True, seeds=[3, 4], device="cpu")
     assert ctx.runs_root == tmp_path / "out" / "runs" and ctx.figures_dir.is_dir() and ctx.tables_dir.is_dir()
-    for k, v in studies.QUICK_OVERRIDES.items():
+    for k, v in budgets.QUICK_RUN.items():
         assert getattr(ctx.base_cfg, k) == v
     assert ctx.base_cfg.seed == 3 and ctx.base_cfg.device == "cpu"
     assert Path(ctx.cfg("baseline", seed=4).run_dir).parent == ctx.runs_root
     assert ctx.variant(epochs=None, max_train_samples=50).max_train_samples == 50
-    rel = studies.notebook_setup(output_dir="results/_test_rel", runs_dir=str(tmp_path / "r"))
-    assert rel.output_dir == studies.project_root() / "results" / "_test_rel"
+    rel = notebook.setup(output_dir="results/_test_rel", runs_dir=str(tmp_path / "r"))
+    assert rel.output_dir == notebook.project_root() / "results" / "_test_rel"
     import shutil
     shutil.rmtree(rel.output_dir)
     with pytest.raises(ValueError):
-        studies.notebook_setup(output_dir=str(tmp_path / "o"), profile="papers")
+        notebook.setup(output_dir=str(tmp_path / "o"), profile="papers")
