@@ -131,6 +131,49 @@ def per_class_accuracy(run, class_names: Sequence[str] | None = None):
     return fig
 
 
+def synthfer_samples(root: str | Path, per_class: int = 8, split: str = "train"):
+    """SynthFER (or any RAF-DB layout root): one row per class, ``per_class`` aligned samples of ``split``.
+
+    Each tile's title is the majority label and, where ``EmoLabel/distribution.csv`` exists, its vote share.
+    """
+    from PIL import Image
+
+    from .synthfer import CLASS_NAMES, SynthFERError
+
+    root = Path(root)
+    label_file = root / "EmoLabel" / "list_patition_label.txt"
+    if not label_file.exists():
+        raise SynthFERError(f"{label_file} not found: {root} is not a SynthFER/RAF-DB root")
+    shares: dict[str, float] = {}
+    dist_file = root / "EmoLabel" / "distribution.csv"
+    if dist_file.exists():
+        rows = dist_file.read_text().splitlines()
+        for row in rows[1:]:
+            parts = row.split(",")
+            shares[parts[0]] = max(float(v) for v in parts[2:2 + len(CLASS_NAMES)])
+    by_class: dict[int, list[str]] = {i: [] for i in range(len(CLASS_NAMES))}
+    for line in label_file.read_text().splitlines():
+        if line.startswith(split + "_"):
+            name, lab = line.split()
+            if len(by_class[int(lab) - 1]) < per_class:
+                by_class[int(lab) - 1].append(name)
+    fig, axes = plt.subplots(len(CLASS_NAMES), per_class, figsize=(1.3 * per_class, 1.45 * len(CLASS_NAMES)),
+                             squeeze=False)
+    for ci, cname in enumerate(CLASS_NAMES):
+        for j in range(per_class):
+            ax = axes[ci][j]
+            ax.axis("off")
+            if j < len(by_class[ci]):
+                name = by_class[ci][j]
+                img = Image.open(root / "Image" / "aligned" / f"{Path(name).stem}_aligned.jpg").convert("RGB")
+                ax.imshow(np.asarray(img))
+                share = f" {shares[name]:.0%}" if name in shares else ""
+                ax.set_title(f"{cname}{share}", fontsize=7)
+    fig.suptitle(f"SynthFER {split} samples by majority label (title: label, vote share)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def confusion_matrix(conf, class_names: Sequence[str] | None = None, normalize: bool = True,
                      title: str = "confusion matrix (rows: true class)"):
     """Seaborn heatmap of a [C, C] confusion matrix, rows normalised to sum to 1 when ``normalize``."""

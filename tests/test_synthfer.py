@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import platform
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,6 +145,13 @@ def test_latent_mixtures_and_votes_statistics():
     assert (clean["label"] == clean["dominant"]).all() and (clean["votes"].max(1) == clean["k"]).all()
 
 
+def test_default_root_without_adadf_data_is_the_repository_data_folder(monkeypatch):
+    import adadf_core
+
+    monkeypatch.delenv("ADADF_DATA", raising=False)
+    assert synthfer.default_root() == Path(adadf_core.__file__).resolve().parent.parent / "data" / "synthfer"
+
+
 def test_default_root_and_ensure(tmp_path, monkeypatch):
     monkeypatch.setenv("ADADF_DATA", str(tmp_path / "data"))
     assert synthfer.default_root() == tmp_path / "data" / "synthfer"
@@ -150,13 +160,17 @@ def test_default_root_and_ensure(tmp_path, monkeypatch):
     assert not list((tmp_path / "data").glob(".*partial*"))
 
 
-def test_sample_grid_figure(tiny_synthfer):
-    fig = synthfer.sample_grid_figure(tiny_synthfer, per_class=3)
+def test_synthfer_samples_figure(tiny_synthfer, tmp_path):
+    from adadf_core import plots
+
+    fig = plots.synthfer_samples(tiny_synthfer, per_class=3)
     assert len(fig.axes) == 21
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles and all(t.split()[0] in CLASS_NAMES for t in titles)
     import matplotlib.pyplot as plt
     plt.close(fig)
+    with pytest.raises(SynthFERError, match="list_patition_label.txt not found"):
+        plots.synthfer_samples(tmp_path)
 
 
 def test_cli(tmp_path, capsys):
@@ -169,3 +183,62 @@ def test_cli(tmp_path, capsys):
     (out / "synthfer.json").write_text("{}")
     assert synthfer.cli_main(["--out", str(out), "--no-progress"]) == 2
     assert "different parameters" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# pinned output: SynthFER's bytes must not change by accident
+
+PINNED = dict(n_train=40, n_test=20, seed=0)
+# SHA-256 over the sorted relative paths and bytes (tree_sha256) of a generation with PINNED
+PINNED_TABLES_SHA256 = "b72b94fce898d4c0a9d2970115239bdc4b6d6c575a1d526f1616c12396f11540"  # all but *.jpg
+PINNED_TREE_SHA256 = "5e7daf14e65c6de69d2f5815ffa9ffc3752e343ed76a27b9f19c2f1c4179644e"    # every file
+WHEN_INTENDED = ("if the change is intended: bump GENERATOR_VERSION in adadf_core/synthfer/writer.py (existing "
+                 "roots then ask to be regenerated instead of being reused) and update both pinned hashes in "
+                 "tests/test_synthfer.py")
+
+
+def tree_sha256(root, include=lambda path: True) -> str:
+    """SHA-256 over the files under ``root`` (those ``include`` keeps): sorted relative paths, then bytes."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file() and include(p)):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def reference_cpu() -> bool:
+    """x86-64 with AVX2 and FMA3 in use by numpy: where PINNED_TREE_SHA256 was measured.
+
+    numpy's float32 kernels round differently without them (measured: NPY_DISABLE_CPU_FEATURES="AVX2 FMA3"
+    gives other image bytes and the same tables); numpy 1.26 / 2.1 and Pillow 10.4 / 12.3 give the same bytes.
+    """
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:                                       # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__ as features
+    return platform.machine().lower() in ("x86_64", "amd64") and bool(features.get("AVX2") and features.get("FMA3"))
+
+
+@pytest.fixture(scope="module")
+def pinned_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pinned") / "synthfer"
+    synthfer.generate(root, progress=False, **PINNED)
+    return root
+
+
+def test_pinned_ground_truth_and_landmarks(pinned_root):
+    """The label list, distribution.csv (votes, vote shares, latent mixtures), landmarks.csv and
+    synthfer.json of a 40 + 20 face generation (seed 0) are pinned by hash; they are float64 arithmetic
+    and text, the same on every platform. A failure means SynthFER's ground truth changed; when the
+    change is intended, bump GENERATOR_VERSION and update the pinned hashes (WHEN_INTENDED)."""
+    got = tree_sha256(pinned_root, include=lambda p: p.suffix != ".jpg")
+    assert got == PINNED_TABLES_SHA256, f"SynthFER's tables changed (sha256 {got}); {WHEN_INTENDED}"
+
+
+@pytest.mark.skipif(not reference_cpu(), reason="the pinned image bytes were measured on x86-64 with AVX2 + FMA3")
+def test_pinned_bytes_of_every_file(pinned_root):
+    """Every byte SynthFER writes for 40 + 20 faces (seed 0), images included, is pinned by hash, so
+    any change to the renderer fails here. When the change is intended, bump GENERATOR_VERSION and
+    update the pinned hashes (WHEN_INTENDED)."""
+    got = tree_sha256(pinned_root)
+    assert got == PINNED_TREE_SHA256, f"SynthFER's files changed (sha256 {got}); {WHEN_INTENDED}"

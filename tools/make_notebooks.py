@@ -85,7 +85,7 @@ if dataset == "synthfer":
     from pathlib import Path
     from adadf_core import synthfer
     root = Path(data_root) if data_root else synthfer.ensure()   # the default copy is generated on first use
-    plots.show(synthfer.sample_grid_figure(root), ctx.output_dir, "02_synthfer_samples")
+    plots.show(plots.synthfer_samples(root), ctx.output_dir, "02_synthfer_samples")
 else:
     print("sample grid: shown for SynthFER only")
 '''),
