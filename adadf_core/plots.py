@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .fileio import atomic_write
+
 DPI = 120
 
 
@@ -23,7 +25,7 @@ def save_figure(fig, out_dir: str | Path, name: str, dpi: int = DPI) -> Path:
     folder = Path(out_dir) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
     return path
 
 
@@ -657,4 +659,5 @@ def _save_alignment_figure(fig, path) -> None:
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=130, bbox_inches="tight")
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, bbox_inches="tight",
+                                                   format=path.suffix.lstrip(".") or "png"))

@@ -20,6 +20,7 @@ import pandas as pd
 
 from .detectors import MULTI_FACE_RULES, Detector, Face, choose_face, make_detector
 from .geometry import LANDMARK_NAMES, align_face, reference_template, size_wh
+from ..fileio import atomic_write
 from .pixels import load_rgb
 
 STATUSES = ("aligned", "no_face", "unreadable", "too_small", "skipped_existing", "error")
@@ -47,10 +48,8 @@ def _save_image(pixels: np.ndarray, path: Path, fmt: str) -> None:
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
     options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
-    Image.fromarray(pixels).save(tmp, format=fmt, **options)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format=fmt, **options))
 
 
 def list_inputs(src: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[Path]:
@@ -115,9 +114,7 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def _write_manifest_atomic(table: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
 def manifest_summary(manifest: pd.DataFrame) -> pd.DataFrame:
