@@ -1,12 +1,15 @@
 """The project's set-up files agree with each other (conda users, pip users, CI and the README)."""
 import importlib
 import re
+import subprocess
 import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,21 +43,41 @@ def test_conda_python_satisfies_requires_python():
     assert SpecifierSet(_pyproject()["project"]["requires-python"]).contains(version + ".0")
 
 
-def test_torch_pins_admit_the_local_wheels():
+def _upper(spec: SpecifierSet) -> Version:
+    bounds = [Version(s.version) for s in spec if s.operator in ("<=", "<")]
+    assert bounds, f"{spec} has no upper bound: pip would fetch the newest (CUDA, several GB) build"
+    return min(bounds)
+
+
+def test_torch_and_torchvision_pins_are_a_matching_bounded_pair():
+    """Each torchvision release pairs with one torch release (torchvision 0.N+15 <-> torch 2.N): the two
+    upper bounds must name a pair, and the installed versions must lie inside the pins."""
     reqs = {Requirement(r).name: Requirement(r) for r in _pyproject()["project"]["dependencies"]}
-    assert reqs["torch"].specifier.contains("2.14.1")
-    assert reqs["torchvision"].specifier.contains("0.29.1")
-    assert not reqs["torch"].specifier.contains("2.15.0"), "a newer torch would be downloaded (GBs)"
+    torch_top, vision_top = _upper(reqs["torch"].specifier), _upper(reqs["torchvision"].specifier)
+    assert (vision_top.major, vision_top.minor) == (0, torch_top.minor + 15), (torch_top, vision_top)
+    for name in ("torch", "torchvision"):
+        installed = Version(metadata.version(name)).base_version     # 2.14.1+cu130 -> 2.14.1
+        assert reqs[name].specifier.contains(installed), f"installed {name} {installed} outside {reqs[name]}"
 
 
-def test_readme_and_ci_use_the_two_commands():
+def _make_dry_run(target: str) -> str:
+    done = subprocess.run(["make", "-n", target, "PYTHON=python3"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, f"make -n {target}: {done.stderr}"
+    return done.stdout
+
+
+def test_readme_commands_are_make_targets_that_run_the_tools():
+    """Every `make X` the README shows is a real target, and the two set-up commands reach the tools."""
     readme = (ROOT / "README.md").read_text()
-    assert "make reproduce" in readme and "make test" in readme
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert re.search(r"^make test", ci, re.M)
-    makefile = (ROOT / "Makefile").read_text()
-    for target in ("reproduce:", "test:", "lab:"):
-        assert re.search(rf"^{target}", makefile, re.M), target
+    targets = set(re.findall(r"^\s*(?:[A-Z_]+=\S+\s+)*make ([a-z-]+)", readme, re.M))
+    assert {"reproduce", "test"} <= targets
+    for target in targets:
+        _make_dry_run(target)
+    assert re.search(r"\.venv/bin/adadf reproduce --dataset synthfer", _make_dry_run("reproduce"))
+    assert re.search(r"\.venv/bin/python -m pytest", _make_dry_run("test"))
+    ci = subprocess.run(["bash", "-n", str(ROOT / ".ci" / "run")], capture_output=True, text=True)
+    assert ci.returncode == 0, ci.stderr
+    assert re.search(r"^make test", (ROOT / ".ci" / "run").read_text(), re.M)
 
 
 def test_every_cli_command_resolves_to_a_function():
