@@ -1,8 +1,8 @@
-"""Pure tensor functions of Ada-DF (spec sections 2-5 of ``shared/docs/adadf_method.md``).
+"""Pure tensor functions of Ada-DF (docs/METHOD.md §2–§5).
 
 Everything here takes tensors and returns tensors: no globals, no device assumptions, batched over the
 first dimension. Losses are computed in float32 even when the inputs come from a bf16/fp16 autocast
-region. ``rank_regularization`` is shared with SCN (``peer_methods.md`` section 3.2).
+region. ``rank_regularization`` is shared with SCN (docs/METHOD.md §12.2).
 
 Typical use inside one training step (``methods.py`` composes these)::
 
@@ -55,9 +55,9 @@ def _check_2d(name: str, x: Tensor, num_classes: Optional[int] = None) -> None:
         raise ValueError(f"{name} has shape {tuple(x.shape)}; expected {want}")
 
 
-# ------------------------------------------------------------------------------ section 3: ramps
+# ------------------------------------------------------------------------------ §3: ramps
 def loss_weights(epoch: float, epoch_threshold: float) -> tuple[float, float]:
-    """Loss weights ``(w_ce, w_kl)`` at the 1-based ``epoch`` (spec section 3, code name ``beta``).
+    """Loss weights ``(w_ce, w_kl)`` at the 1-based ``epoch`` (docs/METHOD.md §3, code name ``beta``).
 
     e <= ê: w_KL = exp(-(1 - e/ê)^2), w_CE = 1;  e > ê: w_KL = 1, w_CE = exp(-(1 - ê/e)^2).
     Both ramps equal 1 at e = ê, so the weights are continuous. Fractional epochs are allowed.
@@ -72,7 +72,7 @@ def loss_weights(epoch: float, epoch_threshold: float) -> tuple[float, float]:
     return math.exp(-((1.0 - beta / e) ** 2)), 1.0
 
 
-# ------------------------------------------------------------- section 2.2: rank regularisation
+# ------------------------------------------------------------- §2.2: rank regularisation
 def rank_regularization(attention: Tensor, ratio: float = 0.7, margin: float = 0.07,
                         group_size: Optional[int] = None) -> Tensor:
     """SCN's rank regularisation ``max(0, margin - (mean_H - mean_L))`` on a batch of attentions [B].
@@ -102,10 +102,10 @@ def rank_regularization(attention: Tensor, ratio: float = 0.7, margin: float = 0
     return torch.clamp(margin - gap, min=0.0)
 
 
-# ---------------------------------------------------------- section 2.4: attention normalisation
+# ---------------------------------------------------------- §2.4: attention normalisation
 def normalize_attention(a: Tensor, lam_min: float = 0.2, lam_max: float = 1.0,
                         eps: float = 1e-12) -> Tensor:
-    """Min-max normalise a batch of attentions [B] to ``[lam_min, lam_max]`` (spec 2.4).
+    """Min-max normalise a batch of attentions [B] to ``[lam_min, lam_max]`` (docs/METHOD.md §2.4).
 
     ``w = lam_min + (lam_max - lam_min) * (a - min a) / (max a - min a + eps)``. The ``eps`` (absent
     in the authors' code) makes an all-equal batch map to ``lam_min`` instead of NaN. Not detached:
@@ -121,7 +121,7 @@ def normalize_attention(a: Tensor, lam_min: float = 0.2, lam_max: float = 1.0,
     return lam_min + (lam_max - lam_min) * (a - lo) / (hi - lo + eps)
 
 
-# ------------------------------------------------------------ section 4: class distributions
+# ------------------------------------------------------------ §4: class distributions
 def initial_class_distribution(num_classes: int, t: float, device=None) -> Tensor:
     """The initial D [C, C]: ``t`` on the diagonal, ``(1 - t) / (C - 1)`` elsewhere (rows sum to 1)."""
     c, t = _check_classes(num_classes), _check_threshold(t)
@@ -146,7 +146,7 @@ def threshold_distribution(num_classes: int, t: float, offdiag: str = "code", de
 
 
 class ClassDistributionMiner:
-    """Accumulates per-class sums of softmax(o_1) and counts on the model's device (spec section 4).
+    """Accumulates per-class sums of softmax(o_1) and counts on the model's device (docs/METHOD.md §4).
 
     ``update`` adds a batch with ``index_add_`` (no Python loop over samples or classes, no growing
     list); ``reduce`` applies an all-reduce hook to the sum and count tensors (distributed training);
@@ -207,7 +207,7 @@ class ClassDistributionMiner:
         return torch.where(ok[:, None], means, fallback_rows)
 
 
-# --------------------------------------------------------------------- section 2.6-2.7: targets
+# --------------------------------------------------------------------- §2.6–§2.7: targets
 def fuse(label_dist: Tensor, class_rows: Tensor, weight: Tensor) -> Tensor:
     """Fusion ``f_i = (1 - w_i) d_i + w_i D[y_i]`` for ``label_dist`` [B, C], ``class_rows`` [B, C]
     (the rows D[y_i]) and ``weight`` [B]."""
@@ -222,7 +222,7 @@ def fuse(label_dist: Tensor, class_rows: Tensor, weight: Tensor) -> Tensor:
 
 
 def kl_target_loss(fused: Tensor, target_logits: Tensor, divisor: Optional[int] = None) -> Tensor:
-    """``sum_i sum_j f_ij (log f_ij - log_softmax(o_2)_ij) / divisor`` (spec 2.7), a float32 scalar.
+    """``sum_i sum_j f_ij (log f_ij - log_softmax(o_2)_ij) / divisor`` (docs/METHOD.md §2.7), a float32 scalar.
 
     ``divisor`` defaults to the batch size B (``crop_batch_quirk`` passes the configured batch instead).
     0 * log 0 is taken as 0, with a finite gradient there too (``torch.xlogy`` would give 0/0 = NaN in
@@ -256,7 +256,7 @@ def variant_target(variant: str, label_dist: Tensor, class_rows: Tensor, weight:
 def adadf_targets(aux_logits: Tensor, attention_pair: Tensor, labels: Tensor, class_dist: Tensor,
                   variant: str = "adadf", lam_min: float = 0.2, lam_max: float = 1.0,
                   detach_target: bool = False) -> dict[str, Tensor]:
-    """Targets of the target branch for one batch (spec 2.4-2.6 and the Table 2 variants).
+    """Targets of the target branch for one batch (docs/METHOD.md §2.4–§2.6 and the Table 2 variants).
 
     ``aux_logits`` o_1 [B, C], ``attention_pair`` raw (a_1, a_2) [B, 2], ``labels`` [B], ``class_dist``
     D [C, C] (always treated as a constant). Returns float32 tensors: ``label_dist`` d = softmax(o_1),
@@ -291,7 +291,7 @@ def adadf_loss(out: dict, labels: Tensor, class_dist: Tensor, epoch: float, *,
                lam_max: float = 1.0, rr_ratio: float = 0.7, rr_margin: float = 0.07,
                group_size: Optional[int] = None, kl_divisor: Optional[int] = None,
                detach_target: bool = False) -> dict:
-    """The full Ada-DF step loss ``w_CE L_CE + w_KL L_KL + L_RR`` (spec 2.9) from a model output dict.
+    """The full Ada-DF step loss ``w_CE L_CE + w_KL L_KL + L_RR`` (docs/METHOD.md §2.9) from a model output dict.
 
     ``out`` holds ``logits`` (o_2), ``aux_logits`` (o_1) and ``attention`` [B, 2]. RR acts on the raw
     averaged attention ā in every variant. ``group_size`` / ``kl_divisor``: the configured batch under

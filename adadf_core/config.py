@@ -1,7 +1,7 @@
 """Training configuration: one plain dataclass, per-data-set presets and the two profiles.
 
 `official` reproduces the authors' code (the published numbers came from it); `paper` follows the text.
-Every place where they differ is a named switch (spec section 9). A switch left at ``None`` takes the
+Every place where they differ is a named switch (docs/METHOD.md §9). A switch left at ``None`` takes the
 profile's value when the config is resolved; a value you set yourself always wins.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 PROFILES = ("official", "paper")
 
-# spec section 9
+# docs/METHOD.md §9
 PROFILE_SWITCHES: dict[str, dict[str, Any]] = {
     "official": dict(fallback_offdiag="code", attention_on="logits", image_size=224,
                      crop_batch_quirk=True, rr_margin=0.07, cd_source="eval_pass",
@@ -24,7 +24,7 @@ PROFILE_SWITCHES: dict[str, dict[str, Any]] = {
                   crop_batch_quirk=False, rr_margin=0.07, cd_source="eval_pass",
                   detach_target=False, freeze_trunk_bn=False),
 }
-# spec section 6 (+ the embedded data set). Values here override the dataclass defaults.
+# docs/METHOD.md §6 (+ the embedded data set). Values here override the dataclass defaults.
 PRESETS: dict[str, dict[str, Any]] = {
     "raf": dict(batch_size=64, threshold=0.7, epoch_threshold=3),
     "affectnet7": dict(batch_size=64, threshold=0.5, epoch_threshold=5),
@@ -40,7 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# Each comparison method's own recipe (peer_methods.md 2.6 and 3.4), for the "native" rows of the
+# Each comparison method's own recipe (docs/METHOD.md §11.6 and §12.4), for the "native" rows of the
 # comparison: everything but the epoch count, which is the study's budget (native: SCN 70, SLM-AEA 40).
 NATIVE_RECIPES: dict[str, dict[str, Any]] = {
     "scn": dict(recipe="scn", weight_decay=1e-4, batch_size=64, rr_margin=0.07),
@@ -62,7 +62,7 @@ class TrainConfig:
     profile: str = "official"
     backbone: str = "resnet18"
     pretrained: Optional[str] = None         # path to weights; None = from scratch (recorded in the run)
-    # schedule (spec section 6)
+    # schedule (docs/METHOD.md §6)
     epochs: int = 75
     batch_size: int = 64
     lr: float = 1e-3
@@ -93,7 +93,7 @@ class TrainConfig:
     max_test_samples: Optional[int] = None
     cache: str = "memory"
     num_workers: int = 0
-    # comparison methods (peer_methods.md)
+    # comparison methods (docs/METHOD.md §11–§12)
     scn_relabel_epoch: int = 10
     scn_relabel_margin: float = 0.2
     scn_relabel_scope: str = "all"           # all (code) | low (paper)

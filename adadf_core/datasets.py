@@ -1,4 +1,4 @@
-"""Data sets: SynthFER, RAF-DB, AffectNet-7/8, SFEW 2.0 and generic image folders (spec section 8).
+"""Data sets: SynthFER, RAF-DB, AffectNet-7/8, SFEW 2.0 and generic image folders (docs/METHOD.md §8).
 
     ds = load_split(name, root, split, image_size=224, recipe="official",
                     noise_rate=0.0, noise_seed=0, noise_file=None, cache="memory", max_samples=None)
@@ -578,7 +578,7 @@ class BalancedUndersampler(Sampler[int]):
 
 
 def make_train_sampler(ds: FERDataset, name: str, seed: int) -> Optional[Sampler]:
-    """The balanced undersampler for affectnet7/affectnet8 (spec section 6); None (plain shuffle) otherwise."""
+    """The balanced undersampler for affectnet7/affectnet8 (docs/METHOD.md §6); None (plain shuffle) otherwise."""
     if name in ("affectnet7", "affectnet8"):
         return BalancedUndersampler(ds.labels, seed)
     return None

@@ -1,7 +1,7 @@
 """Evaluation of a model on a split: accuracy, per-class accuracy, confusion matrix, features.
 
 SFEW's TenCrop test batches ([B, 10, 3, H, W]) are flattened for the forward pass and the target
-logits o_2 (and the pooled features) averaged over the 10 crops (spec section 6).
+logits o_2 (and the pooled features) averaged over the 10 crops (docs/METHOD.md §6).
 ``adadf evaluate RUN_DIR`` (cli.py) re-evaluates a run's saved model on the test split.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Models: the two-branch Ada-DF network and a single ResNet (spec sections 1 and 8).
+"""Models: the two-branch Ada-DF network and a single ResNet (docs/METHOD.md §1 and §8).
 
 * ``AdaDFNet``: shared frozen trunk (stem + layer1), an auxiliary branch 1 and a target branch 2
   (layer2..4, pool, fc), one attention head per branch. ``forward`` returns ``logits`` (o_2),
@@ -178,7 +178,7 @@ def _check_choices(backbone: str, attention_on: str, num_classes: int) -> None:
 
 
 class AdaDFNet(nn.Module):
-    """Ada-DF's dual-branch network (spec section 1).
+    """Ada-DF's dual-branch network (docs/METHOD.md §1).
 
     ``trunk`` (conv1, bn1, relu, maxpool, layer1) is frozen (requires_grad False) when ``freeze_trunk``
     but stays in train mode so its BatchNorm statistics update, as in the authors' code; with

@@ -69,7 +69,7 @@ def _entropy(p: np.ndarray) -> np.ndarray:
 
 def learning_curves(run, title: str | None = None):
     """2×2 panels from metrics.csv: train/test accuracy (best and last epoch marked), loss parts,
-    the ramp weights w_CE / w_KL (spec section 3) and the learning rate."""
+    the ramp weights w_CE / w_KL (docs/METHOD.md §3) and the learning rate."""
     m = _metrics(run)
     ep = m["epoch"].to_numpy()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
@@ -281,7 +281,7 @@ def tsne_comparison(feature_sets: Mapping[str, dict], class_names: Sequence[str]
 
 def fallback_rows(D, threshold: float | None = None, atol: float = 1e-5) -> np.ndarray:
     """Boolean [C]: rows of D that are the threshold distribution (diagonal = t, off-diagonal all equal),
-    i.e. classes whose mined mean prediction did not reach t (spec section 4)."""
+    i.e. classes whose mined mean prediction did not reach t (docs/METHOD.md §4)."""
     D = np.asarray(D, dtype=np.float64)
     c = D.shape[0]
     out = np.zeros(c, dtype=bool)

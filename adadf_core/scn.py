@@ -1,6 +1,6 @@
 """SCN: Self-Cure Network (Wang et al., CVPR 2020), re-implemented on the shared ResNet-18 trainer.
 
-From ``shared/docs/peer_methods.md`` section 3:
+From docs/METHOD.md §12:
 
 * the model is a single ResNet with an attention head alpha_i = sigmoid(Linear(f_i)) that multiplies the
   logits (bias included): the "logit-weighted cross-entropy" is plain CE on the alpha-scaled logits;

@@ -1,6 +1,6 @@
 """SLM-AEA: Soft Label Mining + Average Expression Anchoring (Ming, Lu, Zhang, ACCV 2022).
 
-Re-implemented from ``shared/docs/peer_methods.md`` section 2 on the shared ResNet-18 trainer.
+Re-implemented from docs/METHOD.md §11 on the shared ResNet-18 trainer.
 
 * **SLM**: every training sample i owns a logit vector z_i (an N x C table kept by the method on the
   model's device). The network is trained with soft cross-entropy against softmax(z_i); after each

@@ -21,7 +21,7 @@ from .runs import is_finished, run_dir_for_config
 
 ABLATION_METHODS = ("baseline", "cd_only", "ld_only", "adadf")
 
-# spec section 10 / Table 1
+# docs/METHOD.md §10 / Table 1
 DEFAULT_SENSITIVITY_GRID: dict[str, list] = {
     "lambda_min": [0.0, 0.1, 0.2, 0.3, 0.4],
     "threshold": [0.4, 0.5, 0.6, 0.7, 0.8],

@@ -1,4 +1,4 @@
-"""Train and test transforms (spec section 6). Every callable here is picklable (no lambdas).
+"""Train and test transforms (docs/METHOD.md §6). Every callable here is picklable (no lambdas).
 
 Recipes:
   ``official`` resize -> timm RandAugment ``rand-m5-n3-mstd0.5`` (translate_const 117, img_mean
@@ -10,9 +10,9 @@ Recipes:
   ``paper``    the same recipe (the paper's image size comes from the profile, not from here).
   ``light``    resize, flip, tensor, normalise (quick CPU runs).
   ``none``     resize, tensor, normalise.
-  ``scn``      SCN's native recipe (peer_methods.md 3.4): with p 0.5 one of {horizontal flip, Gaussian
+  ``scn``      SCN's native recipe (docs/METHOD.md §12.4): with p 0.5 one of {horizontal flip, Gaussian
                pixel noise sigma sqrt(30)}, chosen 50/50 -> resize -> tensor -> normalise -> RandomErasing.
-  ``slm``      SLM-AEA's native recipe (peer_methods.md 2.6): Gaussian pixel noise with p 0.5 -> resize
+  ``slm``      SLM-AEA's native recipe (docs/METHOD.md §11.6): Gaussian pixel noise with p 0.5 -> resize
                to 256/224 of the size -> random crop -> flip -> tensor -> normalise; test: centre crop.
                Both native recipes normalise with ImageNet statistics (the statistics of the weights we
                load; SLM-AEA's script uses 0.5/0.5) and add the noise after the cached resize.

@@ -67,7 +67,7 @@ def build(cls=AdaDFMethod, ds=None, track=False, **kw):
 
 
 def by_hand(out, labels, D, cfg, epoch, group=None):
-    """Spec sections 2-3 written out with plain torch ops."""
+    """docs/METHOD.md §2–§3 written out with plain torch ops."""
     o1, o2, att = out["aux_logits"].float(), out["logits"].float(), out["attention"].float()
     n = o1.shape[0]
     e, b = float(epoch), float(cfg.epoch_threshold)

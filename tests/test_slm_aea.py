@@ -1,4 +1,4 @@
-"""SLM-AEA: ramps, soft-label init and update (peer_methods.md section 2.9 trajectories), AEA head, method."""
+"""SLM-AEA: ramps, soft-label init and update (docs/METHOD.md §11.9 trajectories), AEA head, method."""
 import math
 import types
 
@@ -78,12 +78,12 @@ def test_soft_cross_entropy_matches_ce_for_onehot():
         torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1])).item(), abs=1e-6)
 
 
-# ----------------------------------------------------------------------------- section 2.9 trajectories
+# ----------------------------------------------------------------------------- §11.9 trajectories
 
 def _trajectory(pi, y):
     """Soft label after each epoch e = 1..40, network output frozen at ``pi``.
 
-    Convention that reproduces peer_methods.md section 2.9: one update per epoch at mid-epoch
+    Convention that reproduces docs/METHOD.md §11.9: one update per epoch at mid-epoch
     (eps = e - 0.5), lambda = 200, nominal batch 72; the value "at epoch e" is the soft label after
     epoch e's update.
     """

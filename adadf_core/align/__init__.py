@@ -1,4 +1,4 @@
-"""Face detection and five-point similarity alignment (paper section 4.2; spec section 8 "Alignment").
+"""Face detection and five-point similarity alignment (paper section 4.2; docs/METHOD.md §8.1).
 
 The paper detects every face with MTCNN, maps its five landmarks (eye centres, nose tip, mouth corners)
 onto a fixed five-point template with a similarity transform (rotation, uniform scale, translation) and
