@@ -105,3 +105,14 @@ def test_fusion_and_kl_loss_by_hand(executed):
     assert printed and float(printed.group(1)) == pytest.approx(kl, abs=2e-6)
     assert float(printed.group(1)) == pytest.approx(float(adadf.kl_target_loss(torch.tensor(record["fused"]), o2)),
                                                     abs=1e-6)
+
+
+def test_each_section_gives_its_equation_cites_the_method_and_ends_with_what_to_see():
+    md = [c.source for c in nbformat.read(str(NOTEBOOK), as_version=4).cells if c.cell_type == "markdown"]
+    assert md[0].startswith("# 00") and "What you will see" in md[0]
+    starts = [i for i, text in enumerate(md) if re.match(r"## \d+ ·", text)]
+    assert len(starts) == 8
+    for n, (a, b) in enumerate(zip(starts, starts[1:] + [len(md)]), 1):
+        if n <= 7:                                                   # 8 is the slider section
+            assert "docs/METHOD.md §" in md[a] and "$$" in md[a], md[a].splitlines()[0]
+        assert any(text.startswith("**What to see.**") for text in md[a + 1:b]), md[a].splitlines()[0]
