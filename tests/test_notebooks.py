@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adadf_core import pipeline
-from adadf_core.studies import project_root
+from adadf_core import budgets, pipeline
+from adadf_core.notebook import project_root
 
 NOTEBOOKS = project_root() / "notebooks"
 MINE = ["02_training", "03_ablation", "04_tsne_features", "05_class_distributions", "06_fusion_over_epochs",
@@ -108,9 +108,9 @@ def test_noise_parameters_and_budget_names_are_declared():
     assert ast.literal_eval(params["noise_rates"]) == [0.0, 0.1, 0.2, 0.3]
     assert ast.literal_eval(params["noise_methods"]) == ["baseline", "adadf", "scn", "slm_aea"]
     declared = set().union(*[pipeline.notebook_parameters(b) for b in pipeline.find_notebooks()])
-    for dataset, budget in pipeline.BUDGETS.items():
+    for dataset, budget in budgets.BUDGETS.items():
         assert set(budget) <= declared, f"BUDGETS[{dataset!r}] names parameters no notebook declares"
-    assert set(pipeline.QUICK_PARAMETERS) <= declared
+    assert set(budgets.QUICK_STUDY) <= declared
 
 
 # ------------------------------------------------------------------------------------- prose
@@ -153,7 +153,7 @@ def _return_type(fn):
 
 class NameChecker:
     """Resolves ``module.attr``, ``from adadf_core.x import y`` and attribute chains on values whose type is
-    known (dataclasses returned by annotated adadf_core functions: ``ctx = studies.notebook_setup(...)``,
+    known (dataclasses returned by annotated adadf_core functions: ``ctx = notebook.setup(...)``,
     ``ctx.base_cfg.epochs``) and records every name that does not exist."""
 
     def __init__(self, tree: ast.Module):
@@ -233,9 +233,9 @@ def test_notebooks_use_only_existing_adadf_core_names(name):
 
 
 def test_name_checker_reports_a_missing_name():
-    code = ("from adadf_core import plots, studies\nfrom adadf_core.config import make_config, no_such_thing\n"
-            "ctx = studies.notebook_setup()\nplots.no_such_plot()\nctx.base_cfg.no_such_field\nctx.no_such_attr\n"
-            "cfg = make_config('synthfer')\ncfg.epochs\ncfg.no_such_epochs\nstudies.save_table\n")
+    code = ("from adadf_core import notebook, plots, tables\nfrom adadf_core.config import make_config, no_such_thing\n"
+            "ctx = notebook.setup()\nplots.no_such_plot()\nctx.base_cfg.no_such_field\nctx.no_such_attr\n"
+            "cfg = make_config('synthfer')\ncfg.epochs\ncfg.no_such_epochs\ntables.save_table\n")
     assert NameChecker(ast.parse(code)).run() == {
         "adadf_core.config.no_such_thing", "adadf_core.plots.no_such_plot", "TrainConfig.no_such_field",
         "NotebookContext.no_such_attr", "TrainConfig.no_such_epochs"}
