@@ -4,7 +4,7 @@
     python benchmarks/bench_train.py --sizes 100 224 --steps 5 --device cuda
 
 For each (method, image size, class-distribution source) one child process runs ``--steps`` training
-steps of ``train._train_epoch`` plus the method's epoch end (for Ada-DF with ``cd_source=eval_pass``:
+steps of ``train._train_epoch`` plus the method's ``end_epoch`` (for Ada-DF with ``cd_source=eval_pass``:
 one more pass over the same loader) and reports training images per second (training images / wall
 time of the epoch, so the extra pass shows up as a slowdown) and peak memory: CUDA
 ``torch.cuda.max_memory_allocated``; CPU the child's maximum resident set size (getrusage), which
@@ -48,40 +48,43 @@ class SyntheticSet:
 
 
 def run_one(method_name: str, size: int, cd_source: str, steps: int, batch: int, device_name: str) -> dict:
-    import functools
     import torch
     from adadf_core import device as devmod
     from adadf_core.config import make_config, resolve_config
-    from adadf_core.methods import get_method
-    from adadf_core.train import _train_epoch
+    from adadf_core.methods import RunContext, get_method
+    from adadf_core.runs import RunWriter
+    from adadf_core.train import _Run, _train_epoch
 
     cfg = resolve_config(make_config("synthfer", "official", method=method_name, image_size=size,
                                      batch_size=batch, cd_source=cd_source, progress=False,
                                      device=device_name, track_samples=0, epochs=1))
     device = devmod.select_device(cfg.device)
-    amp = cfg.amp if device.type == "cuda" else "off"
-    channels_last = devmod.use_channels_last(device, cfg)
+    run = RunContext(device=device, amp=cfg.amp if device.type == "cuda" else "off",
+                     channels_last=devmod.use_channels_last(device, cfg))
     devmod.seed_everything(0, deterministic=False)
     data = SyntheticSet(batch * (steps + 1), size)
-    method = get_method(method_name)(cfg, data.num_classes, data, device)
-    method.amp_context = functools.partial(devmod.autocast_context, device, amp)
-    method.channels_last = channels_last
-    model = method.build_model().to(device)
-    if channels_last:
+    cls = get_method(method_name)
+    method = cls(cfg, data.num_classes, data, run)
+    model = cls.build_model(cfg, data.num_classes).to(device)
+    if run.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(method.param_groups(model), lr=1e-3)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     sched, interval = method.make_scheduler(opt, steps)
-    scaler = torch.amp.GradScaler("cuda", enabled=devmod.needs_grad_scaler(device, amp))
-    # warm-up on one batch (allocator, cudnn autotune), then the timed epoch of `steps` batches
-    warm = torch.utils.data.Subset(data, range(batch))
+    scaler = torch.amp.GradScaler("cuda", enabled=devmod.needs_grad_scaler(device, run.amp))
     loader = lambda ds: torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=False, drop_last=True)
-    _train_epoch(cfg, method, model, opt, sched, interval, scaler, loader(warm), 1, 1, "bench")
+
+    def trainer(ds):    # the trainer's state for one epoch over ``ds`` (nothing is written)
+        return _Run(cfg, RunWriter("bench"), run, method, model, opt, sched, interval, scaler, loader(ds),
+                    None, torch.Generator(), None, data.class_names, {})
+
+    # warm-up on one batch (allocator, cudnn autotune), then the timed epoch of `steps` batches
+    _train_epoch(trainer(torch.utils.data.Subset(data, range(batch))), 1)
     timed = torch.utils.data.Subset(data, range(batch, batch * (steps + 1)))
     if device.type == "cuda":
         torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
-    _train_epoch(cfg, method, model, opt, sched, interval, scaler, loader(timed), 1, steps, "bench")
-    method.on_epoch_end(model, 1, loader(timed))
+    _train_epoch(trainer(timed), 1)
+    method.end_epoch(model, 1, loader(timed))
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
