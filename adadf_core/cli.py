@@ -46,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ------------------------------------------------------------------------------------------ train
+# The names shown by `adadf train --help`, spelled out so that help never imports torch; the owners are
+# the method registry and datasets.DATASET_NAMES (tests/test_cli.py checks that these lists equal them).
+METHOD_HELP = ("baseline", "adadf", "ld_only", "cd_only", "scn", "slm_aea")
+DATASET_HELP = ("synthfer", "raf", "affectnet7", "affectnet8", "sfew", "imagefolder")
+
 def _field_types() -> dict[str, Any]:
     from .config import TrainConfig
     hints = typing.get_type_hints(TrainConfig)
@@ -80,11 +85,10 @@ def parse_value(key: str, text: str):
 
 def build_train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adadf train", description="Train one run (writes a run folder).")
-    p.add_argument("--dataset", default="synthfer",
-                   help="synthfer | raf | affectnet7 | affectnet8 | sfew | imagefolder")
+    p.add_argument("--dataset", default="synthfer", help=" | ".join(DATASET_HELP))
     p.add_argument("--data-root", default=None, help="data set root (synthfer: default generated copy)")
     p.add_argument("--profile", default="official", help="official (authors' code) | paper (the text)")
-    p.add_argument("--method", default="adadf", help="adadf | baseline | ld_only | cd_only | scn | slm_aea")
+    p.add_argument("--method", default="adadf", help=" | ".join(METHOD_HELP))
     p.add_argument("--pretrained", default=None, help="local backbone weights file (default: from scratch)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)

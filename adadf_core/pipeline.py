@@ -94,7 +94,6 @@ def notebook_parameters(path: str | Path) -> dict[str, str]:
 
     Parsed with ``ast`` (papermill's own inspection skips lines that have a second "=", e.g. in a comment).
     """
-    import ast as _ast
     import nbformat
 
     nb = nbformat.read(str(path), as_version=4)
@@ -103,16 +102,16 @@ def notebook_parameters(path: str | Path) -> dict[str, str]:
         raise PipelineError(f"{Path(path).name} has no code cell tagged 'parameters'")
     src = "\n".join(line for line in cells[0].source.splitlines() if not line.lstrip().startswith(("%", "!")))
     try:
-        tree = _ast.parse(src)
+        tree = ast.parse(src)
     except SyntaxError as exc:
         raise PipelineError(f"{Path(path).name}: the parameters cell does not parse ({exc})") from exc
     params: dict[str, str] = {}
     for node in tree.body:
-        targets = node.targets if isinstance(node, _ast.Assign) else \
-            [node.target] if isinstance(node, _ast.AnnAssign) and node.value is not None else []
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, ast.AnnAssign) and node.value is not None else []
         for t in targets:
-            if isinstance(t, _ast.Name):
-                params[t.id] = _ast.get_source_segment(src, node.value) or ""
+            if isinstance(t, ast.Name):
+                params[t.id] = ast.get_source_segment(src, node.value) or ""
     return params
 
 

@@ -75,3 +75,14 @@ def test_unavailable_device_is_a_clean_error(tiny_synthfer, tmp_path, capsys):
                      "--set", "device=cuda", "--set", "image_size=32", "--epochs", "1"])
     assert code == 2
     assert "device='cuda' was requested but CUDA is not available" in capsys.readouterr().err
+
+
+def test_train_help_lists_exactly_the_registered_methods_and_data_sets(capsys):
+    from adadf_core.datasets import DATASET_NAMES
+    from adadf_core.methods import method_names
+
+    assert cli.METHOD_HELP == method_names() and cli.DATASET_HELP == DATASET_NAMES
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert " | ".join(method_names()) in " ".join(out.split())
