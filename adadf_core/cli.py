@@ -94,6 +94,9 @@ def build_train_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--run-dir", default=None, help="run folder (default runs/<dataset>/<run name>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from checkpoint.pt")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="read --pretrained / checkpoint files with full unpickling, which runs code stored in "
+                        "them: only for files you trust (default: a code-free read that refuses such files)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="set any TrainConfig field, e.g. --set batch_size=32 --set cd_source=train_pass")
     return p
@@ -114,6 +117,8 @@ def config_from_args(args):
             overrides[key] = value
     if args.resume:
         overrides["resume"] = True
+    if args.trust_pickle:
+        overrides["trust_pickle"] = True
     overrides["method"] = args.method
     return resolve_config(make_config(args.dataset, args.profile, **overrides))
 
@@ -134,11 +139,17 @@ def format_summary(run) -> str:
 
 def train_main(argv: Optional[list[str]] = None) -> int:
     args = build_train_parser().parse_args(argv)
-    from .runs import RunExistsError
-    from .train import NonFiniteLossError, fit
+    from .checkpoints import CheckpointError
+    from .fileio import DamagedFileError
+    from .runs import DiskFullError, RunExistsError
+    from .train import NonFiniteLossError, TrainingInterrupted, fit
     try:
         run = fit(config_from_args(args))
-    except (ValueError, RunExistsError, FileNotFoundError, NonFiniteLossError) as error:
+    except TrainingInterrupted as stop:
+        print(f"adadf train: {stop}", file=sys.stderr)
+        return 130
+    except (ValueError, RunExistsError, FileNotFoundError, NonFiniteLossError, CheckpointError,
+            DamagedFileError, DiskFullError) as error:
         print(f"adadf train: error: {error}", file=sys.stderr)
         return 2
     print(format_summary(run))
@@ -153,8 +164,12 @@ def evaluate_main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--best", action="store_true", help="the best-epoch weights (default: last epoch)")
     p.add_argument("--data-root", default=None, help="data set root if it moved since training")
     p.add_argument("--device", default="auto")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="read a legacy weights file with full unpickling (runs code stored in it: trusted files only)")
     args = p.parse_args(argv)
     from . import device as devmod
+    from .checkpoints import CheckpointError
+    from .fileio import DamagedFileError
     from .evaluate import evaluate, format_report
     from .loaders import load_splits, make_test_loader
     from .methods import get_method
@@ -166,11 +181,11 @@ def evaluate_main(argv: Optional[list[str]] = None) -> int:
             cfg = dataclasses.replace(cfg, data_root=args.data_root)
         device = devmod.select_device(args.device)
         test_set = load_splits(cfg, with_train=False)["test"]
-        model = run.load_model(best=args.best, device=device)
+        model = run.load_model(best=args.best, device=device, trust_pickle=args.trust_pickle)
         loader = make_test_loader(cfg, test_set, get_method(cfg.method).test_batch_size(cfg), device)
         amp = cfg.amp if device.type == "cuda" else "off"
         result = evaluate(model, loader, device=device, amp=amp, num_classes=test_set.num_classes)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, CheckpointError, DamagedFileError) as error:
         print(f"adadf evaluate: error: {error}", file=sys.stderr)
         return 2
     which = "best epoch" if args.best else "last epoch"

@@ -49,7 +49,7 @@ NATIVE_RECIPES: dict[str, dict[str, Any]] = {
 
 # fields that do not change what a run computes (or only how fast): ignored when comparing configs
 MACHINERY_FIELDS = ("resume", "reuse", "progress", "num_workers", "num_threads", "cache", "run_dir",
-                    "device", "amp", "channels_last")
+                    "device", "amp", "channels_last", "trust_pickle")
 
 
 @dataclass
@@ -113,6 +113,7 @@ class TrainConfig:
     track_samples: int = 16                  # training samples whose distributions are logged every epoch
     resume: bool = False
     reuse: bool = False                      # return an existing finished run instead of raising
+    trust_pickle: bool = False               # read weights/checkpoints with full unpickling (trusted files only)
     progress: bool = True
 
     def to_json(self) -> str:
@@ -129,7 +130,8 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
-        data = json.loads(Path(path).read_text())
+        from .fileio import read_json
+        data = read_json(path, "run config")
         data = data.get("config", data)
         return cls.from_dict({k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -77,6 +78,18 @@ class SplitIndex:
     extra: dict = field(default_factory=dict)
 
 
+def read_text_file(path: Path, what: str) -> str:
+    """The text of a label or table file (UTF-8, a BOM accepted); any other encoding is a one-line error
+    naming the file and the first byte that is not UTF-8."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise DatasetError(f"{what} {path}: not UTF-8 text (byte 0x{data[error.start]:02x} on line {line}); "
+                           "save it as UTF-8") from None
+
+
 def _describe_layout(root: Path) -> str:
     """A guess of what ``root`` holds, for error messages."""
     if (root / RAF_LABEL_FILE).exists():
@@ -112,7 +125,7 @@ def _index_raf(root: Path, split: str, synthfer: bool) -> SplitIndex:
     _require_file(label_file, "RAF-DB label file", root,
                   "the RAF-DB layout EmoLabel/list_patition_label.txt + Image/aligned/*_aligned.jpg")
     paths, names, ids, labels = [], [], [], []
-    for lineno, line in enumerate(label_file.read_text().splitlines(), 1):
+    for lineno, line in enumerate(read_text_file(label_file, "label file").splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()
@@ -143,7 +156,7 @@ def _read_distribution(root: Path, ids: list[str]) -> np.ndarray:
     _require_file(path, "SynthFER ground-truth file", root, "a SynthFER root (run `adadf generate-synthfer`)")
     columns = [f"p_{c}" for c in RAF_CLASSES]
     rows: dict[str, np.ndarray] = {}
-    with path.open(newline="") as fh:
+    with io.StringIO(read_text_file(path, "distribution file"), newline="") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in ["name"] + columns if c not in (reader.fieldnames or [])]
         if missing:
@@ -312,7 +325,7 @@ def read_label_file(path: str | Path, num_classes: int) -> dict[str, int]:
     if not path.is_file():
         raise DatasetNotFoundError(f"label file {path} not found; expected lines '<name> <label 1..{num_classes}>'")
     out: dict[str, int] = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(read_text_file(path, "label file").splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         parts = line.split()

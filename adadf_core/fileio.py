@@ -44,3 +44,52 @@ def unique_path(path: str | Path) -> Path:
         n += 1
         candidate = path.with_name(f"{path.name}-{n}")
     return candidate
+
+
+class DamagedFileError(ValueError):
+    """A file adadf wrote that no longer parses (truncated, emptied, overwritten)."""
+
+
+def read_json(path: str | Path, what: str = "file") -> dict:
+    """Parse a JSON file; a damaged one raises ``DamagedFileError`` naming the file, where, and what to do."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DamagedFileError(f"{what} {path} is not UTF-8 text (byte {error.start}): the file is damaged; "
+                               "restore it or remove the run folder") from None
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        detail = "it is empty" if not text.strip() else f"{error.msg} at line {error.lineno} column {error.colno}"
+        raise DamagedFileError(f"{what} {path} is not valid JSON ({detail}): the file is damaged; "
+                               "restore it or remove the run folder") from None
+    if not isinstance(data, dict):
+        raise DamagedFileError(f"{what} {path} holds {type(data).__name__}, expected a JSON object")
+    return data
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # alive, owned by someone else
+        return True
+    return True
+
+
+def clean_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove ``atomic_write`` temporaries (``.<name>.<pid>.tmp``) left in ``folder`` (and one level of
+    sub-folders) by processes that no longer run, e.g. a checkpoint write killed with ``kill -9``.
+    Temporaries of live processes are kept. Returns the removed paths."""
+    import re
+    removed = []
+    folder = Path(folder)
+    candidates = list(folder.glob(".*.tmp")) + list(folder.glob("*/.*.tmp")) if folder.is_dir() else []
+    for path in candidates:
+        match = re.fullmatch(r"\..+\.(\d+)\.tmp", path.name)
+        if match and int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

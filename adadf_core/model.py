@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import copy
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,21 +54,18 @@ class LoadReport:
                 f"{', '.join(self.ignored) or 'nothing'}")
 
 
-def _read_state_dict(path: Path) -> tuple[dict[str, Tensor], str, bool]:
-    """Read a checkpoint file into a flat ``{key: tensor}`` dict in torchvision key naming."""
+def _read_state_dict(path: Path, trust_pickle: bool = False) -> tuple[dict[str, Tensor], str, bool]:
+    """Read a checkpoint file into a flat ``{key: tensor}`` dict in torchvision key naming. The file is
+    read with ``weights_only`` (no code from it runs) unless ``trust_pickle``."""
+    from .checkpoints import CheckpointError, load
+
     if not path.is_file():
         raise PretrainedLoadError(f"pretrained weights file {path} does not exist (nothing is ever "
                                   f"downloaded; pass a local path or None to train from scratch)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as first_error:  # old checkpoints may pickle non-tensor objects (numpy, argparse)
-        warnings.warn(f"{path} is not a plain weights file ({first_error}); reading it with full "
-                      "unpickling, which runs code stored in the file: only do this with files you trust")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error:
-            raise PretrainedLoadError(f"cannot read pretrained weights {path}: {error} "
-                                      f"(weights-only read: {first_error})") from error
+        obj = load(path, "pretrained weights", trust_pickle=trust_pickle)
+    except CheckpointError as error:
+        raise PretrainedLoadError(str(error)) from None
     layout = "raw"
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj, layout = obj["state_dict"], "state_dict"
@@ -86,8 +82,8 @@ def _read_state_dict(path: Path) -> tuple[dict[str, Tensor], str, bool]:
     return state, layout, stripped
 
 
-def _load_into_resnet(resnet: nn.Module, path: Path) -> LoadReport:
-    state, layout, stripped = _read_state_dict(path)
+def _load_into_resnet(resnet: nn.Module, path: Path, trust_pickle: bool = False) -> LoadReport:
+    state, layout, stripped = _read_state_dict(path, trust_pickle)
     own = resnet.state_dict()
     expected = {k for k in own if not k.startswith("fc.")}
     given = {k for k in state if not k.startswith("fc.")}
@@ -132,7 +128,7 @@ def _as_resnet_view(module: nn.Module) -> nn.Module:
                     f"got {type(module).__name__}")
 
 
-def load_pretrained(module_or_resnet: nn.Module, path: Union[str, Path]) -> LoadReport:
+def load_pretrained(module_or_resnet: nn.Module, path: Union[str, Path], trust_pickle: bool = False) -> LoadReport:
     """Load local weights into a torchvision ResNet (or both branches of an ``AdaDFNet`` / a
     ``SingleNet``). Accepts ``{'state_dict': sd}`` (the MS-Celeb ``resnet18_msceleb.pth`` layout), a raw
     state dict or a torchvision ImageNet checkpoint; strips ``module.`` prefixes. Every non-fc key must
@@ -141,9 +137,9 @@ def load_pretrained(module_or_resnet: nn.Module, path: Union[str, Path]) -> Load
     path = Path(path)
     target = _as_resnet_view(module_or_resnet)
     if isinstance(target, list):  # AdaDFNet: one view per branch, the trunk shared
-        reports = [_load_into_resnet(view, path) for view in target]
+        reports = [_load_into_resnet(view, path, trust_pickle) for view in target]
         return reports[0]
-    return _load_into_resnet(target, path)
+    return _load_into_resnet(target, path, trust_pickle)
 
 
 # ----------------------------------------------------------------------------------------- models
@@ -189,12 +185,12 @@ class AdaDFNet(nn.Module):
 
     def __init__(self, num_classes: int = 7, backbone: str = "resnet18", attention_on: str = "logits",
                  freeze_trunk: bool = True, freeze_trunk_bn: bool = False,
-                 pretrained: Optional[Union[str, Path]] = None):
+                 pretrained: Optional[Union[str, Path]] = None, trust_pickle: bool = False):
         super().__init__()
         _check_choices(backbone, attention_on, num_classes)
         self.num_classes, self.backbone, self.attention_on = int(num_classes), backbone, attention_on
         resnet = make_resnet(backbone)
-        self.load_report = load_pretrained(resnet, pretrained) if pretrained is not None else None
+        self.load_report = load_pretrained(resnet, pretrained, trust_pickle) if pretrained is not None else None
         self.pretrained_source = str(pretrained) if pretrained is not None else "scratch"
         self.feature_dim = resnet.fc.in_features
         resnet.fc = nn.Linear(self.feature_dim, self.num_classes)
@@ -258,12 +254,13 @@ class SingleNet(nn.Module):
     """
 
     def __init__(self, num_classes: int = 7, backbone: str = "resnet18", attention_head: bool = False,
-                 attention_on: str = "logits", pretrained: Optional[Union[str, Path]] = None):
+                 attention_on: str = "logits", pretrained: Optional[Union[str, Path]] = None,
+                 trust_pickle: bool = False):
         super().__init__()
         _check_choices(backbone, attention_on, num_classes)
         self.num_classes, self.backbone, self.attention_on = int(num_classes), backbone, attention_on
         self.net = make_resnet(backbone)
-        self.load_report = load_pretrained(self.net, pretrained) if pretrained is not None else None
+        self.load_report = load_pretrained(self.net, pretrained, trust_pickle) if pretrained is not None else None
         self.pretrained_source = str(pretrained) if pretrained is not None else "scratch"
         self.feature_dim = self.net.fc.in_features
         self.net.fc = nn.Linear(self.feature_dim, self.num_classes)
@@ -290,17 +287,18 @@ class SingleNet(nn.Module):
 
 def build_model(arch: str, num_classes: int, backbone: str = "resnet18", attention_on: str = "logits",
                 pretrained: Optional[Union[str, Path]] = None, attention_head: bool = False,
-                freeze_trunk_bn: bool = False) -> nn.Module:
+                freeze_trunk_bn: bool = False, trust_pickle: bool = False) -> nn.Module:
     """Build ``"adadf"`` (``AdaDFNet``) or ``"single"`` (``SingleNet``). ``pretrained`` is a local
     weights path or None (scratch); ``model.pretrained_source`` records which, ``model.load_report``
     what was loaded. ``attention_head`` applies to ``single`` only (AdaDFNet always has two heads);
-    ``freeze_trunk_bn`` to ``adadf`` only."""
+    ``freeze_trunk_bn`` to ``adadf`` only. ``trust_pickle`` reads a weights file that a plain (code-free)
+    read refuses: only for files you trust."""
     if arch == "adadf":
         return AdaDFNet(num_classes, backbone, attention_on, freeze_trunk=True,
-                        freeze_trunk_bn=freeze_trunk_bn, pretrained=pretrained)
+                        freeze_trunk_bn=freeze_trunk_bn, pretrained=pretrained, trust_pickle=trust_pickle)
     if arch == "single":
         return SingleNet(num_classes, backbone, attention_head=attention_head, attention_on=attention_on,
-                         pretrained=pretrained)
+                         pretrained=pretrained, trust_pickle=trust_pickle)
     raise ValueError(f"arch={arch!r} is not valid; expected one of {', '.join(ARCHS)}")
 
 

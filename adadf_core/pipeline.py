@@ -261,6 +261,7 @@ def reproduce(dataset: str = "synthfer", data_root: str | None = None, output: s
     parameters are wrong, and ``NotebookFailedError`` (after printing the cell and the error) when a
     notebook fails; outputs of notebooks that finished stay, and the index is written either way."""
     import papermill
+    from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
     from tqdm.auto import tqdm
 
@@ -309,6 +310,11 @@ def reproduce(dataset: str = "synthfer", data_root: str | None = None, output: s
         except PapermillExecutionError as exc:
             status = "failed"
             failure = NotebookFailedError(book.name, exc.cell_index, exc.source, exc.ename, exc.evalue, out_nb)
+        except DeadKernelError as exc:        # the kernel was killed (kill -9, out of memory)
+            status = "kernel died"
+            failure = NotebookFailedError(book.name, "?", "(the cell that was running when the kernel died)",
+                                          "DeadKernelError", f"the kernel running {book.name} died "
+                                          f"(killed, or out of memory): {str(exc).splitlines()[0]}", out_nb)
         seconds = time.perf_counter() - start
         result.timings.append(dict(notebook=book.name, seconds=f"{seconds:.1f}", status=status,
                                    finished_at=_dt.datetime.now().isoformat(timespec="seconds")))

@@ -39,7 +39,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .config import MACHINERY_FIELDS, TrainConfig, config_differences, is_resolved, make_config, resolve_config
-from .fileio import atomic_write, write_json, write_text
+from .fileio import atomic_write, read_json, write_json, write_text
 
 
 class NotARunError(FileNotFoundError):
@@ -125,8 +125,12 @@ RECORD_FILES = ("metrics.csv", "class_distributions.npy", "attention_by_class.cs
 
 
 def check_run_dir(cfg: TrainConfig, run_dir: Path) -> tuple[str, Optional["Run"]]:
-    """Decide what to do with ``run_dir``: ("fresh" | "resume" | "done", Run or None)."""
-    if not run_dir.exists() or not any(run_dir.iterdir()):
+    """Decide what to do with ``run_dir``: ("fresh" | "resume" | "done", Run or None). Files whose names
+    start with a dot (the lock, temporaries, the staging folder) are bookkeeping and do not count."""
+    if not run_dir.exists() or not any(not p.name.startswith(".") for p in run_dir.iterdir()):
+        if cfg.resume:
+            raise RunExistsError(f"--resume: {run_dir} holds no run (no checkpoint.pt): nothing to resume; "
+                                 "check --run-dir, or drop --resume to start a new run")
         return "fresh", None
     if not (run_dir / "config.json").is_file():
         raise RunExistsError(f"{run_dir} is not empty and is not a run folder (no config.json); "
@@ -146,7 +150,146 @@ def check_run_dir(cfg: TrainConfig, run_dir: Path) -> tuple[str, Optional["Run"]
             raise RunExistsError(f"{run_dir} holds an unfinished run (checkpoint.pt); pass resume=True "
                                  "(CLI: --resume) to continue it, or delete the folder")
         return "resume", None
+    if cfg.resume:
+        raise RunExistsError(f"--resume: {run_dir} has no checkpoint.pt (the run died before its first "
+                             "epoch ended): nothing to resume; drop --resume to start it again")
     return "fresh", None   # a run that died before its first checkpoint: start over
+
+
+class RunLockedError(RunExistsError):
+    """Another process holds the run folder's lock."""
+
+
+class RunLock:
+    """An exclusive OS lock (``fcntl.flock``) on ``<run_dir>/.lock``, held while a run writes the folder.
+    The OS drops it when the process ends, however it ends, so a stale lock file never blocks anyone."""
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / ".lock"
+        self._fh = None
+
+    def acquire(self, blocking_error: bool = True) -> bool:
+        import fcntl
+        import os
+        import sys
+        import time
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            if not blocking_error:
+                return False
+            raise RunLockedError(f"{self.path.parent} is being written by another training process "
+                                 f"({holder}); wait for it to finish or choose another run_dir") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(sys.argv)[:200]}")
+        fh.flush()
+        self._fh = fh
+        return True
+
+    def release(self) -> None:
+        if self._fh is not None:
+            import fcntl
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+STAGING, JOURNAL = ".staging", ".commit.json"
+# the order the staged files are moved in: the checkpoint and the summary last
+_COMMIT_LAST = ("checkpoint.pt", "summary.json")
+
+
+def recover(run_dir: str | Path) -> Optional[str]:
+    """Bring a run folder to one consistent epoch after an interrupted write: a commit whose journal was
+    written is rolled forward (its remaining files moved in); a staged epoch without a journal is dropped.
+    Returns what was done, or None. Call it only while holding the folder's lock."""
+    import os
+    import shutil
+    run_dir = Path(run_dir)
+    stage, journal = run_dir / STAGING, run_dir / JOURNAL
+    done = None
+    if journal.is_file():
+        for name in read_json(journal, "commit journal")["files"]:
+            if (stage / name).exists():
+                os.replace(stage / name, run_dir / name)
+        journal.unlink()
+        done = "completed an interrupted epoch commit"
+    if stage.exists():
+        shutil.rmtree(stage)
+        done = done or "dropped an epoch that was interrupted while being written"
+    return done
+
+
+def open_run_dir(cfg: TrainConfig) -> tuple[Path, RunLock]:
+    """Check that ``cfg.run_dir`` can be a run folder and lock it: a path that is a file, a folder that
+    cannot be written, a folder another run holds all fail here, before any data or model is loaded. Then
+    finish or drop an interrupted epoch write and remove temporaries of dead processes."""
+    from .fileio import clean_stale_temporaries
+    run_dir = Path(cfg.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunExistsError(f"run_dir {run_dir} is a file, not a folder: choose another run_dir")
+    if cfg.resume and not run_dir.is_dir():
+        raise RunExistsError(f"--resume: {run_dir} does not exist: nothing to resume; check --run-dir, or "
+                             "drop --resume to start a new run")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir)
+        lock.acquire()
+    except (PermissionError, NotADirectoryError, FileNotFoundError, OSError) as error:
+        if isinstance(error, RunExistsError):
+            raise
+        raise RunExistsError(f"cannot write to run_dir {run_dir}: {error.strerror or error}; choose a "
+                             "--run-dir you can write to") from None
+    recover(run_dir)
+    clean_stale_temporaries(run_dir)
+    return run_dir, lock
+
+
+class DiskFullError(OSError):
+    """No space left while writing a run's file."""
+
+
+def _space_guard(path: Path, nbytes: Optional[int] = None):
+    """Context: an ENOSPC while writing ``path`` becomes a ``DiskFullError`` naming the file and sizes."""
+    import contextlib
+    import errno
+    import shutil
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            free = shutil.disk_usage(path.parent).free / 2**20
+            need = f"needs about {nbytes / 2**20:.0f} MB, " if nbytes else ""
+            raise DiskFullError(errno.ENOSPC, f"no space left on device while writing {path} ({need}"
+                                f"{free:.0f} MB free); free some space and continue with --resume") from None
+    return guard()
+
+
+def _nbytes(obj) -> int:
+    import torch
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return 0
 
 
 def _metrics_frame(rows: list[dict]):
@@ -173,10 +316,13 @@ def make_summary(cfg: TrainConfig, history: dict, class_names, finished: bool) -
 
 
 class RunWriter:
-    """Writes the files of one run folder, each atomically (``fileio.atomic_write``)."""
+    """Writes the files of one run folder, each atomically (``fileio.atomic_write``). An epoch's files are
+    written into a staging folder (``begin_epoch``) and moved in together by ``commit_epoch`` through a
+    journal, so that after any interruption ``recover`` leaves the folder at one epoch, never a mix."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.target = self.path
 
     def start_fresh(self) -> None:
         """Create the folder and remove the record files of a run that died before its first checkpoint."""
@@ -184,34 +330,69 @@ class RunWriter:
         for name in RECORD_FILES:
             (self.path / name).unlink(missing_ok=True)
 
+    def config(self, cfg: TrainConfig, model, train_set, resumed: bool) -> None:
+        """``config.json``: the resolved config and the environment it ran in."""
+        from .device import environment
+        device = next(model.parameters()).device
+        env = dict(environment(device), weights=getattr(model, "pretrained_source", None) or "scratch",
+                   num_classes=int(train_set.num_classes), class_names=list(train_set.class_names),
+                   num_train=len(train_set))
+        if resumed:   # the model was rebuilt without the pretrained file: keep the record
+            old = read_json(self.path / "config.json", "run config").get("environment", {})
+            env["weights"] = old.get("weights", cfg.pretrained or "scratch")
+        self.json("config.json", {"config": dataclasses.asdict(cfg), "environment": env})
+
+    def begin_epoch(self) -> None:
+        import shutil
+        stage = self.path / STAGING
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir()
+        self.target = stage
+
+    def commit_epoch(self) -> None:
+        """Journal the staged files, move them in (checkpoint and summary last), drop the journal."""
+        names = sorted(p.name for p in self.target.iterdir())
+        names = [n for n in names if n not in _COMMIT_LAST] + [n for n in _COMMIT_LAST if n in names]
+        write_json(self.path / JOURNAL, {"files": names})
+        self.target = self.path
+        recover(self.path)
+
     def array(self, name: str, array) -> None:
         def write(p):
             with open(p, "wb") as fh:
                 np.save(fh, np.asarray(array))
-        atomic_write(self.path / name, write)
+        with _space_guard(self.target / name):
+            atomic_write(self.target / name, write)
 
     def arrays(self, name: str, arrays: dict) -> None:
         def write(p):
             with open(p, "wb") as fh:
                 np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
-        atomic_write(self.path / name, write)
+        with _space_guard(self.target / name):
+            atomic_write(self.target / name, write)
 
     def torch_file(self, name: str, obj) -> None:
-        import torch
-        atomic_write(self.path / name, lambda p: torch.save(obj, p))
+        """A weights or state file that loads without unpickling arbitrary objects (``checkpoints.save``)."""
+        from .checkpoints import save
+        with _space_guard(self.target / name, _nbytes(obj)):
+            save(self.target / name, obj)
 
     def json(self, name: str, data) -> None:
-        write_json(self.path / name, data)
+        with _space_guard(self.target / name):
+            write_json(self.target / name, data)
+
+    def text(self, name: str, text: str) -> None:
+        with _space_guard(self.target / name):
+            write_text(self.target / name, text)
 
     def records(self, history: dict, tracked_info: Optional[dict]) -> None:
         """Rewrite metrics.csv and the per-epoch record files from ``history``."""
-        write_text(self.path / "metrics.csv", _metrics_frame(history["metrics"]).to_csv(index=False))
+        self.text("metrics.csv", _metrics_frame(history["metrics"]).to_csv(index=False))
         if history["class_distributions"]:
             self.array("class_distributions.npy", np.stack(history["class_distributions"]).astype(np.float32))
         if history["attention_rows"]:
             import pandas as pd
-            write_text(self.path / "attention_by_class.csv",
-                       pd.DataFrame(history["attention_rows"]).to_csv(index=False))
+            self.text("attention_by_class.csv", pd.DataFrame(history["attention_rows"]).to_csv(index=False))
         if tracked_info is not None and history["tracked"]:
             arrays = dict(tracked_info)
             for key in history["tracked"][0]:
@@ -234,6 +415,13 @@ class Run:
         self.path = Path(path)
         if not self.path.is_dir():
             raise NotARunError(f"{self.path} is not a run folder: the folder does not exist")
+        if (self.path / JOURNAL).exists() or (self.path / STAGING).exists():
+            lock = RunLock(self.path)          # an interrupted epoch write: finish it unless a run is writing
+            if lock.acquire(blocking_error=False):
+                try:
+                    recover(self.path)
+                finally:
+                    lock.release()
         if not (self.path / "config.json").is_file():
             raise NotARunError(f"{self.path} is not a run folder: it has no config.json "
                                "(expected the layout train.fit writes, see docs/ARCHITECTURE.md)")
@@ -249,7 +437,7 @@ class Run:
     # --- records -------------------------------------------------------------------------------
     @cached_property
     def config_json(self) -> dict:
-        return json.loads((self.path / "config.json").read_text())
+        return read_json(self.path / "config.json", "run config")
 
     @cached_property
     def config(self) -> TrainConfig:
@@ -268,7 +456,7 @@ class Run:
     @property
     def summary(self) -> dict:
         p = self._file("summary.json")
-        return json.loads(p.read_text()) if p else {}
+        return read_json(p, "run summary") if p else {}
 
     @property
     def finished(self) -> bool:
@@ -317,10 +505,11 @@ class Run:
         return np.load(p) if p else None
 
     # --- model ---------------------------------------------------------------------------------
-    def load_model(self, best: bool = False, device="cpu"):
+    def load_model(self, best: bool = False, device="cpu", trust_pickle: bool = False):
         """Rebuild the run's model and load the last-epoch (``checkpoint.pt``) or best (``best_model.pt``)
-        weights. Returns the model in eval mode."""
-        import torch
+        weights, read without running code from the file (``trust_pickle`` only for trusted legacy
+        files). Returns the model in eval mode."""
+        from .checkpoints import CheckpointError, load, non_finite
         from .methods import build_model_for
         from .model import load_model_state
 
@@ -329,8 +518,14 @@ class Run:
         if p is None:
             raise FileNotFoundError(f"{self.path / name} does not exist: the run has no "
                                     f"{'best' if best else 'last-epoch'} weights yet")
-        blob = torch.load(p, map_location="cpu", weights_only=False)
+        blob = load(p, "best-epoch weights" if best else "checkpoint", trust_pickle=trust_pickle)
         state = blob["model"] if isinstance(blob, dict) and "model" in blob else blob
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{p} holds no model weights (found {type(state).__name__})")
+        bad = non_finite(state)
+        if bad:
+            raise CheckpointError(f"{p} holds NaN or infinite weights ({', '.join(bad[:3])}"
+                                  f"{', ...' if len(bad) > 3 else ''}): it is not a usable model")
         num_classes = len(self.class_names) or int(self.environment.get("num_classes", 7))
         model = build_model_for(self.config, num_classes, pretrained=False).to(device)
         load_model_state(model, state, p)

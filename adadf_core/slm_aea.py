@@ -176,13 +176,13 @@ class AEANet(nn.Module):
 
 
 def build_aea_model(num_classes: int, backbone: str = "resnet18", eval_mean: str = "batch",
-                    pretrained: Optional[str] = None) -> AEANet:
+                    pretrained: Optional[str] = None, trust_pickle: bool = False) -> AEANet:
     """The SLM-AEA network: a torchvision ResNet (fc replaced by Identity; optional local weights loaded
     with ``model.load_pretrained``) followed by a fresh AEA head (w = 1, new Linear(F, C))."""
     from adadf_core.model import load_pretrained, make_resnet
 
     trunk = make_resnet(backbone)
-    report = load_pretrained(trunk, pretrained) if pretrained else None
+    report = load_pretrained(trunk, pretrained, trust_pickle) if pretrained else None
     dim = trunk.fc.in_features
     trunk.fc = nn.Identity()
     net = AEANet(trunk, dim, num_classes, eval_mean=eval_mean)

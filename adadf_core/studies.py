@@ -60,8 +60,10 @@ def train_or_reuse(cfg: TrainConfig, runs_root: str | Path | None = None, reuse:
         aside = unique_path(run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"))
         shutil.move(str(run_dir), str(aside))
         print(f"reuse=False: moved the finished run {run_dir} to {aside}")
-    # fit checks that a finished run's recorded config matches (RunExistsError otherwise)
-    return fit(dataclasses.replace(cfg, reuse=True, resume=True))
+    # fit checks that a finished run's recorded config matches (RunExistsError otherwise); an interrupted
+    # run (a checkpoint, not finished) is continued
+    resume = (run_dir / "checkpoint.pt").is_file() and not is_finished(run_dir)
+    return fit(dataclasses.replace(cfg, reuse=True, resume=resume))
 
 
 def train_many(cfgs: Sequence[TrainConfig], runs_root: str | Path, desc: str = "runs",

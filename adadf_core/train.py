@@ -1,21 +1,15 @@
 """The training loop: ``fit(cfg) -> Run``, the one entry point for the CLI, the studies and the notebooks.
 
-Read top to bottom: ``fit`` builds the run (data, method, model, optimiser), restores a checkpoint when
-resuming, then runs the epochs: ``_train_epoch`` (the steps), ``_end_epoch`` (mining, evaluation,
-records) and ``_save_epoch`` (the files). A method's step is in ``methods/``, the run-folder contract in
-``runs.py``, the data in ``loaders.py``.
-
-After every epoch the run folder holds everything up to it, written atomically, so ``resume=True``
-continues an interrupted run to the same numbers (bit-identical on the CPU with ``num_workers=0``: the
-checkpoint carries every RNG state, the loader's generator and the per-epoch records). A finished run is
-never overwritten: ``reuse=True`` returns it (when its config matches), otherwise ``RunExistsError``.
+Read top to bottom: ``fit`` locks the run folder, builds the run (data, method, model, optimiser), restores
+a checkpoint when resuming, then runs the epochs: ``_train_epoch`` (the steps), ``_end_epoch`` (mining,
+evaluation, records), ``_save_epoch`` (the files, committed together). ``resume=True`` continues an
+interrupted run to the same numbers (bit-identical on the CPU with ``num_workers=0``). A method's step is in
+``methods/``, the run-folder contract (naming, locking, writing, reading) in ``runs.py``.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -26,11 +20,18 @@ from .evaluate import evaluate
 from .loaders import load_splits, make_test_loader, make_train_loader
 from .methods import RunContext, get_method
 from .model import load_model_state
+from .progress import epoch_bar, epoch_line
+from .checkpoints import load as load_state, non_finite
 from .runs import (Run, RunExistsError, RunWriter, check_run_dir,  # noqa: F401 (fit raises RunExistsError)
-                   default_run_dir, make_summary)
+                   default_run_dir, make_summary, open_run_dir)
+
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite."""
+    """The loss, or a weight after an optimiser step, became NaN or infinite."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: the message says where, what the folder keeps and how to resume."""
 
 
 @dataclasses.dataclass
@@ -46,38 +47,49 @@ class _Run:
     interval: str                      # "epoch" | "step": when the scheduler steps
     scaler: torch.amp.GradScaler
     train_loader: Any
-    sampler: Any
     generator: torch.Generator
     test_loader: Any
     class_names: list
     history: dict
     tracked_info: Optional[dict] = None
+    position: Optional[tuple] = None   # (epoch, step) being trained, for the interruption message
+    committed: int = 0                 # the last epoch whose files are in the folder
 
 
 def fit(cfg: TrainConfig, stop_after_epoch: Optional[int] = None) -> Run:
     """Train one run and return it. ``stop_after_epoch`` ends early (the run stays unfinished and can
-    be continued with ``resume=True``)."""
+    be continued with ``resume=True``). The run folder is locked for the whole run."""
     cfg = cfg if is_resolved(cfg) else resolve_config(cfg)
     validate_config(cfg)
     if cfg.run_dir is None:
         cfg = dataclasses.replace(cfg, run_dir=str(default_run_dir(cfg)))
-    action, existing = check_run_dir(cfg, Path(cfg.run_dir))
-    if action == "done":
-        return existing
-    r = _build(cfg, resume=action == "resume")
-    start_epoch = _restore(r) if action == "resume" else _start(r)
-    _write_config(r, resumed=action == "resume")
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        t0 = time.time()
-        if r.sampler is not None and hasattr(r.sampler, "set_epoch"):
-            r.sampler.set_epoch(epoch)
-        row = _train_epoch(r, epoch)
-        finished = _end_epoch(r, epoch, row, t0)
-        if stop_after_epoch is not None and epoch >= stop_after_epoch and not finished:
-            break
-    if start_epoch > cfg.epochs:  # resumed a run whose last epoch was done but not marked finished
-        r.writer.json("summary.json", make_summary(cfg, r.history, r.class_names, True))
-    return Run(r.writer.path)
+    run_dir, lock = open_run_dir(cfg)         # a bad or busy folder fails here, before data and model load
+    r = None
+    try:
+        action, existing = check_run_dir(cfg, run_dir)
+        if action == "done":
+            return existing
+        r = _build(cfg, resume=action == "resume")
+        start_epoch = _restore(r) if action == "resume" else _start(r)
+        r.writer.config(cfg, r.model, r.train_loader.dataset, resumed=action == "resume")
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            t0 = time.time()
+            if hasattr(r.train_loader.sampler, "set_epoch"):      # AffectNet's balanced undersampler
+                r.train_loader.sampler.set_epoch(epoch)
+            row = _train_epoch(r, epoch)
+            finished = _end_epoch(r, epoch, row, t0)
+            if stop_after_epoch is not None and epoch >= stop_after_epoch and not finished:
+                break
+        if start_epoch > cfg.epochs:  # resumed a run whose last epoch was done but not marked finished
+            r.writer.json("summary.json", make_summary(cfg, r.history, r.class_names, True))
+    except KeyboardInterrupt:
+        kept = r.committed if r is not None else 0
+        where = f"epoch {r.position[0]}, step {r.position[1]}" if r is not None and r.position else "start-up"
+        raise TrainingInterrupted(f"interrupted at {where} of {run_dir}; the folder keeps {kept} finished "
+                                  f"epoch(s): continue with --resume --run-dir {run_dir}") from None
+    finally:
+        lock.release()
+    return Run(run_dir)
 
 
 def _build(cfg: TrainConfig, resume: bool) -> _Run:
@@ -97,7 +109,7 @@ def _build(cfg: TrainConfig, resume: bool) -> _Run:
     # resuming: the weights come from the checkpoint, so the pretrained file is not read again
     model = method_cls.build_model(cfg, train_set.num_classes, None if resume else cfg.pretrained)
     model = model.to(device, memory_format=torch.channels_last) if run.channels_last else model.to(device)
-    train_loader, sampler, generator = make_train_loader(cfg, train_set, device)
+    train_loader, _, generator = make_train_loader(cfg, train_set, device)
     test_loader = make_test_loader(cfg, test_set, method_cls.test_batch_size(cfg), device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                  weight_decay=cfg.weight_decay)
@@ -106,7 +118,7 @@ def _build(cfg: TrainConfig, resume: bool) -> _Run:
     history = {"metrics": [], "class_distributions": [], "attention_rows": [], "tracked": [],
                "best": {}, "per_class_last": None, "seconds": 0.0}
     return _Run(cfg, RunWriter(cfg.run_dir), run, method, model, optimizer, scheduler, interval, scaler,
-                train_loader, sampler, generator, test_loader, list(train_set.class_names), history)
+                train_loader, generator, test_loader, list(train_set.class_names), history)
 
 
 def _start(r: _Run) -> int:
@@ -122,7 +134,7 @@ def _start(r: _Run) -> int:
 def _restore(r: _Run) -> int:
     """Load ``checkpoint.pt`` into the run; returns the first epoch still to train."""
     path = r.writer.path / "checkpoint.pt"
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)   # RNG states must stay CPU tensors
+    ckpt = load_state(path, "checkpoint", trust_pickle=r.cfg.trust_pickle)   # code-free read, CPU tensors
     diff = config_differences(TrainConfig.from_dict(ckpt["config"]), r.cfg)
     if diff:
         raise ValueError(f"cannot resume {r.writer.path}: its config differs from this one ({'; '.join(diff)})")
@@ -135,19 +147,8 @@ def _restore(r: _Run) -> int:
     r.generator.set_state(ckpt["loader_generator"])
     devmod.set_rng_state(ckpt["rng"])
     r.tracked_info = r.method.initial_record().tracked
-    return int(ckpt["epoch"]) + 1
-
-
-def _write_config(r: _Run, resumed: bool) -> None:
-    """``config.json``: the resolved config and the environment it ran in."""
-    train_set = r.train_loader.dataset
-    env = dict(devmod.environment(r.run.device), weights=getattr(r.model, "pretrained_source", None) or "scratch",
-               num_classes=int(train_set.num_classes), class_names=list(train_set.class_names),
-               num_train=len(train_set))
-    if resumed:   # the model was rebuilt without the pretrained file: keep the record
-        old = json.loads((r.writer.path / "config.json").read_text()).get("environment", {})
-        env["weights"] = old.get("weights", r.cfg.pretrained or "scratch")
-    r.writer.json("config.json", {"config": dataclasses.asdict(r.cfg), "environment": env})
+    r.committed = int(ckpt["epoch"])
+    return r.committed + 1
 
 
 def _train_epoch(r: _Run, epoch: int) -> dict:
@@ -156,9 +157,10 @@ def _train_epoch(r: _Run, epoch: int) -> dict:
     model.train()
     lr = optimizer.param_groups[0]["lr"]
     sums: dict[str, Any] = {}
-    bar = _progress_bar(cfg, steps, epoch)
+    bar = epoch_bar(cfg, steps, epoch)
     try:
         for step, (images, labels, indices) in enumerate(r.train_loader):
+            r.position = (epoch, step + 1)
             images = r.run.to_device(images)
             labels = labels.to(r.run.device, non_blocking=True).long()
             indices = indices.to(r.run.device, non_blocking=True).long()
@@ -192,13 +194,6 @@ def _train_epoch(r: _Run, epoch: int) -> dict:
     return row
 
 
-def _progress_bar(cfg: TrainConfig, steps: int, epoch: int):
-    if not cfg.progress:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, dynamic_ncols=True)
-
-
 def _end_epoch(r: _Run, epoch: int, row: dict, t0: float) -> bool:
     """Mine / record (the method), step an epoch scheduler, evaluate, then write the epoch's files.
     Returns whether the run is finished."""
@@ -214,11 +209,7 @@ def _end_epoch(r: _Run, epoch: int, row: dict, t0: float) -> bool:
     row["seconds"] = time.time() - t0
     history["seconds"] += row["seconds"]
     history["metrics"].append(row)
-    if cfg.progress:
-        from tqdm.auto import tqdm
-        tqdm.write(f"epoch {epoch}/{cfg.epochs}: loss {row.get('loss', float('nan')):.4f}  "
-                   f"train_acc {row.get('train_acc', float('nan')):.4f}  test_acc {ev['acc']:.4f}  "
-                   f"({row['seconds']:.1f}s)")
+    epoch_line(cfg, row)
     history["per_class_last"] = [float(a) for a in ev["per_class_acc"]]
     if record.class_distribution is not None:
         history["class_distributions"].append(record.class_distribution)
@@ -229,8 +220,15 @@ def _end_epoch(r: _Run, epoch: int, row: dict, t0: float) -> bool:
 
 
 def _save_epoch(r: _Run, epoch: int, ev: dict) -> bool:
-    """The epoch's files, the checkpoint last but one and the summary last."""
+    """The epoch's files, staged and moved in together (``RunWriter.commit_epoch``), the checkpoint and the
+    summary last. Weights that are no longer finite are never written."""
+    bad = non_finite(r.model.state_dict())
+    if bad:
+        raise NonFiniteLossError(f"weights became NaN or infinite in epoch {epoch} of {r.writer.path} "
+                                 f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); stopped before "
+                                 f"writing them: the folder keeps epoch {epoch - 1}; lower lr or check the data")
     w, history = r.writer, r.history
+    w.begin_epoch()
     w.array("confusion.npy", ev["confusion"])
     if not history["best"] or ev["acc"] > history["best"]["acc"]:
         history["best"] = {"acc": ev["acc"], "epoch": epoch, "per_class": [float(a) for a in ev["per_class_acc"]]}
@@ -246,4 +244,6 @@ def _save_epoch(r: _Run, epoch: int, ev: dict) -> bool:
         "scaler": r.scaler.state_dict(), "method": r.method.state_dict(), "history": history,
         "loader_generator": r.generator.get_state(), "rng": devmod.rng_state()})
     w.json("summary.json", make_summary(r.cfg, history, r.class_names, finished))
+    w.commit_epoch()
+    r.committed = epoch
     return finished

@@ -40,7 +40,7 @@ class AdaDFMethod(Method):
     def build_model(cls, cfg, num_classes, pretrained=None):
         from ..model import build_model
         return build_model("adadf", num_classes, backbone=cfg.backbone, attention_on=cfg.attention_on,
-                           pretrained=pretrained, freeze_trunk_bn=cfg.freeze_trunk_bn)
+                           pretrained=pretrained, freeze_trunk_bn=cfg.freeze_trunk_bn, trust_pickle=cfg.trust_pickle)
 
     # --- §2-§3: one training step ------------------------------------------------------------------
     def training_step(self, model, images, labels, indices, epoch, step, steps_per_epoch):

@@ -107,7 +107,7 @@ class Method:
         """The network on the CPU (the trainer moves it); ``pretrained`` a local weights file or None."""
         from ..model import build_model
         return build_model("single", num_classes, backbone=cfg.backbone, attention_on=cfg.attention_on,
-                           pretrained=pretrained)
+                           pretrained=pretrained, trust_pickle=cfg.trust_pickle)
 
     @classmethod
     def test_batch_size(cls, cfg) -> int:

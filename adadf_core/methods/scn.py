@@ -48,7 +48,7 @@ class SCNMethod(Method):
         the profile's ``attention_on`` (an Ada-DF switch) says."""
         from ..model import build_model
         return build_model("single", num_classes, backbone=cfg.backbone, attention_on="logits",
-                           pretrained=pretrained, attention_head=True)
+                           pretrained=pretrained, attention_head=True, trust_pickle=cfg.trust_pickle)
 
     def relabel_active(self, epoch: int) -> bool:
         """Relabelling runs in epochs >= cfg.scn_relabel_epoch (1-based)."""

@@ -57,7 +57,8 @@ class SLMAEAMethod(Method):
     # --- construction ----------------------------------------------------------------------------
     @classmethod
     def build_model(cls, cfg, num_classes, pretrained=None):
-        return build_aea_model(num_classes, cfg.backbone, eval_mean=cfg.slm_eval_mean, pretrained=pretrained)
+        return build_aea_model(num_classes, cfg.backbone, eval_mean=cfg.slm_eval_mean, pretrained=pretrained,
+                               trust_pickle=cfg.trust_pickle)
 
     @classmethod
     def test_batch_size(cls, cfg) -> int:
