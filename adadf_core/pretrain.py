@@ -42,6 +42,7 @@ def synthfer_backbone(path: Optional[str | Path] = None, *, n_train: int = DEFAU
 
     from .config import make_config
     from .synthfer import ensure
+    from .runs import resumable
     from .train import fit
 
     path = Path(path) if path is not None else default_path()
@@ -52,10 +53,11 @@ def synthfer_backbone(path: Optional[str | Path] = None, *, n_train: int = DEFAU
     path.parent.mkdir(parents=True, exist_ok=True)
     pool = ensure(path.with_name(path.name + ".pool"), n_train=n_train, n_test=n_test, seed=seed,
                   progress=progress)
+    run_dir = path.with_name(path.name + ".run")
     cfg = make_config("synthfer", method="baseline", data_root=str(pool), epochs=epochs,
                       image_size=image_size, batch_size=batch_size, recipe="light", track_samples=0,
-                      run_dir=str(path.with_name(path.name + ".run")), device=device, reuse=True,
-                      resume=True, progress=progress)
+                      run_dir=str(run_dir), device=device, reuse=True, resume=resumable(run_dir),
+                      progress=progress)
     run = fit(cfg)
     model = run.load_model(best=False)
     state = {k: v.detach().cpu() for k, v in model.net.state_dict().items()}

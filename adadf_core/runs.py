@@ -410,6 +410,11 @@ def is_finished(run_dir: str | Path) -> bool:
         return False
 
 
+def resumable(run_dir: str | Path) -> bool:
+    """True when ``run_dir`` holds an interrupted run: a checkpoint, and not finished."""
+    return (Path(run_dir) / "checkpoint.pt").is_file() and not is_finished(run_dir)
+
+
 class Run:
     def __init__(self, path: str | Path):
         self.path = Path(path)

@@ -17,7 +17,7 @@ import pandas as pd
 from .config import TrainConfig
 from .fileio import unique_path
 from .paper import PAPER_NUMBERS, ablation_numbers, noise_number
-from .runs import is_finished, run_dir_for_config
+from .runs import is_finished, resumable, run_dir_for_config
 
 ABLATION_METHODS = ("baseline", "cd_only", "ld_only", "adadf")
 
@@ -62,8 +62,7 @@ def train_or_reuse(cfg: TrainConfig, runs_root: str | Path | None = None, reuse:
         print(f"reuse=False: moved the finished run {run_dir} to {aside}")
     # fit checks that a finished run's recorded config matches (RunExistsError otherwise); an interrupted
     # run (a checkpoint, not finished) is continued
-    resume = (run_dir / "checkpoint.pt").is_file() and not is_finished(run_dir)
-    return fit(dataclasses.replace(cfg, reuse=True, resume=resume))
+    return fit(dataclasses.replace(cfg, reuse=True, resume=resumable(run_dir)))
 
 
 def train_many(cfgs: Sequence[TrainConfig], runs_root: str | Path, desc: str = "runs",
