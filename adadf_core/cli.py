@@ -25,7 +25,7 @@ COMMANDS = {
 
 
 def usage() -> str:
-    lines = ["usage: adadf <command> [options]", "", "commands:"]
+    lines = ["usage: adadf <command> [options]      (adadf --version: the version)", "", "commands:"]
     lines += [f"  {name:<18} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "`adadf <command> --help` shows a command's options."]
     return "\n".join(lines)
@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+        print(f"adadf {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
@@ -46,10 +50,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ------------------------------------------------------------------------------------------ train
-# The names shown by `adadf train --help`, spelled out so that help never imports torch; the owners are
-# the method registry and datasets.DATASET_NAMES (tests/test_cli.py checks that these lists equal them).
-METHOD_HELP = ("baseline", "adadf", "ld_only", "cd_only", "scn", "slm_aea")
-DATASET_HELP = ("synthfer", "raf", "affectnet7", "affectnet8", "sfew", "imagefolder")
+# the authors' train.py flags -> our TrainConfig fields (README: "Coming from the authors' code")
+AUTHOR_ALIASES = {"beta": "epoch_threshold", "min_weight": "lambda_min", "max_weight": "lambda_max",
+                  "margin_1": "rr_margin", "tops": "rr_ratio", "gamma": "lr_gamma", "data_path": "data_root",
+                  "num_workers": "num_workers", "threshold": "threshold"}
+
+
+def config_fields() -> list[tuple[str, str, str]]:
+    """(section, field, help) for every TrainConfig field, read from the comments in config.py."""
+    import inspect
+    import re
+    from .config import TrainConfig
+    section, out = "run", []
+    for line in inspect.getsource(TrainConfig).splitlines():
+        header = re.fullmatch(r"    # (.+)", line)
+        field = re.fullmatch(r"    (\w+): [^=]+= .+?\s+# (.+)", line)
+        if header:
+            section = header.group(1)
+        elif field:
+            out.append((section, field.group(1), field.group(2)))
+    return out
+
 
 def _field_types() -> dict[str, Any]:
     from .config import TrainConfig
@@ -83,20 +104,62 @@ def parse_value(key: str, text: str):
                          f"{' or none' if optional else ''}") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that answers an unknown option with the closest known ones ("did you mean"), in one line."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (adadf train --help lists every option)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        import difflib
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            known = [o for a in self._actions for o in a.option_strings]
+            unknown = extra[0].split("=", 1)[0]
+            close = difflib.get_close_matches(unknown, known, n=3, cutoff=0.6) if unknown.startswith("-") else []
+            hint = f"; did you mean {' or '.join(close)}?" if close else "; see adadf train --help"
+            self.error(f"unknown option {unknown}{hint}" if unknown.startswith("-") else
+                       f"unexpected argument {unknown!r}{hint}")
+        return parsed
+
+
+def _flags(name: str) -> list[str]:
+    """``--field-name``, ``--field_name`` and the authors' names (with dashes too) of one field."""
+    names = [name] + [a for a, target in AUTHOR_ALIASES.items() if target == name]
+    flags = [f"--{n}" for v in names for n in (v.replace("_", "-"), v)]
+    return list(dict.fromkeys(flags))
+
+
+def _typed(name: str):
+    def parse(text: str):
+        try:
+            return parse_value(name, text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error).replace("--set ", "")) from None
+    parse.__name__ = name
+    return parse
+
+
 def build_train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="adadf train", description="Train one run (writes a run folder).")
-    p.add_argument("--dataset", default="synthfer", help=" | ".join(DATASET_HELP))
-    p.add_argument("--data-root", default=None, help="data set root (synthfer: default generated copy)")
-    p.add_argument("--profile", default="official", help="official (authors' code) | paper (the text)")
-    p.add_argument("--method", default="adadf", help=" | ".join(METHOD_HELP))
-    p.add_argument("--pretrained", default=None, help="local backbone weights file (default: from scratch)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--run-dir", default=None, help="run folder (default runs/<dataset>/<run name>)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from checkpoint.pt")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="read --pretrained / checkpoint files with full unpickling, which runs code stored in "
-                        "them: only for files you trust (default: a code-free read that refuses such files)")
+    """Every TrainConfig field as a flag (``--field-name``, ``--field_name`` and the authors' name), grouped as
+    in config.py, with the field's comment as help. Only flags given on the command line are set."""
+    from .config import TrainConfig
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    types = _field_types()
+    p = _Parser(prog="adadf train", argument_default=argparse.SUPPRESS, allow_abbrev=False,
+                usage="adadf train [--dataset NAME] [--data-root PATH] [--method NAME] [--FIELD VALUE ...]",
+                description="Train one run (writes a run folder). Flags not given take the data set's preset, "
+                            "then TrainConfig's default.",
+                epilog="The authors' flag names work too: " + ", ".join(
+                    f"--{a} = --{t.replace('_', '-')}" for a, t in AUTHOR_ALIASES.items() if a != t) + ".")
+    groups: dict[str, Any] = {}
+    for section, name, help_ in config_fields():
+        group = groups.setdefault(section, p.add_argument_group(section))
+        text = f"{help_} [default: {defaults[name]}]".replace("%", "%%")
+        if types[name] in (bool, Optional[bool]):
+            group.add_argument(*_flags(name), dest=name, action=argparse.BooleanOptionalAction, help=text)
+        else:
+            group.add_argument(*_flags(name), dest=name, metavar=name.upper(), help=text, type=_typed(name))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="set any TrainConfig field, e.g. --set batch_size=32 --set cd_source=train_pass")
     return p
@@ -105,22 +168,14 @@ def build_train_parser() -> argparse.ArgumentParser:
 def config_from_args(args):
     """The resolved config of ``adadf train``'s arguments (the one place the CLI resolves it)."""
     from .config import make_config, resolve_config
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k != "overrides"}
     for item in args.overrides:
         if "=" not in item:
             raise ValueError(f"--set {item}: expected KEY=VALUE")
         key, text = item.split("=", 1)
         overrides[key.strip()] = parse_value(key.strip(), text)
-    for key, value in (("data_root", args.data_root), ("pretrained", args.pretrained),
-                       ("epochs", args.epochs), ("seed", args.seed), ("run_dir", args.run_dir)):
-        if value is not None:
-            overrides[key] = value
-    if args.resume:
-        overrides["resume"] = True
-    if args.trust_pickle:
-        overrides["trust_pickle"] = True
-    overrides["method"] = args.method
-    return resolve_config(make_config(args.dataset, args.profile, **overrides))
+    dataset, profile = overrides.pop("dataset", "synthfer"), overrides.pop("profile", "official")
+    return resolve_config(make_config(dataset, profile, **overrides))
 
 
 def format_summary(run) -> str:

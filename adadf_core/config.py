@@ -54,67 +54,69 @@ MACHINERY_FIELDS = ("resume", "reuse", "progress", "num_workers", "num_threads",
 
 @dataclass
 class TrainConfig:
+    """One training run. Each field's comment is its ``adadf train --help`` text (``cli.py`` reads it);
+    the section comments become the help's groups."""
     # what and where
-    dataset: str = "synthfer"
-    data_root: Optional[str] = None          # None for synthfer = the default generated copy
-    run_dir: Optional[str] = None            # None = runs/<dataset>/<name by runs.run_name>
-    method: str = "adadf"
-    profile: str = "official"
-    backbone: str = "resnet18"
-    pretrained: Optional[str] = None         # path to weights; None = from scratch (recorded in the run)
+    dataset: str = "synthfer"                # synthfer | raf | affectnet7 | affectnet8 | sfew | imagefolder
+    data_root: Optional[str] = None          # data set root folder (synthfer: none = the generated copy)
+    run_dir: Optional[str] = None            # run folder (none = runs/<dataset>/<name from the settings>)
+    method: str = "adadf"                    # baseline | adadf | ld_only | cd_only | scn | slm_aea
+    profile: str = "official"                # official (the authors' code) | paper (the text): fills the switches
+    backbone: str = "resnet18"               # resnet18 | resnet50
+    pretrained: Optional[str] = None         # local backbone weights file (none = from scratch; never downloaded)
     # schedule (docs/METHOD.md §6)
-    epochs: int = 75
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    lr_gamma: float = 0.9
-    seed: int = 0
-    # Ada-DF hyper-parameters
-    threshold: float = 0.7                   # t
-    epoch_threshold: float = 3               # ê (code name beta)
-    lambda_min: float = 0.2
-    lambda_max: float = 1.0
-    rr_ratio: float = 0.7
-    # profile switches (None = the profile's value)
-    fallback_offdiag: Optional[str] = None
-    attention_on: Optional[str] = None
-    image_size: Optional[int] = None
-    crop_batch_quirk: Optional[bool] = None
-    rr_margin: Optional[float] = None
-    cd_source: Optional[str] = None
-    detach_target: Optional[bool] = None
-    freeze_trunk_bn: Optional[bool] = None
+    epochs: int = 75                         # training epochs
+    batch_size: int = 64                     # images per batch (SFEW: images, each with 10 crops)
+    lr: float = 1e-3                         # Adam learning rate
+    weight_decay: float = 0.0                # Adam weight decay
+    lr_gamma: float = 0.9                    # ExponentialLR factor per epoch (authors: --gamma)
+    seed: int = 0                            # seed of initialisation, shuffling, augmentation and noise draws
+    # Ada-DF hyper-parameters (docs/METHOD.md §2-§4)
+    threshold: float = 0.7                   # t: class-distribution threshold (authors: --threshold)
+    epoch_threshold: float = 3               # ê: epoch where the CE/KL ramps cross (authors: --beta)
+    lambda_min: float = 0.2                  # λ_min: lowest normalised attention weight (authors: --min_weight)
+    lambda_max: float = 1.0                  # λ_max: highest normalised attention weight (authors: --max_weight)
+    rr_ratio: float = 0.7                    # share of the batch in the high-attention group (authors: --tops)
+    # profile switches (none = the profile's value; docs/METHOD.md §9)
+    fallback_offdiag: Optional[str] = None   # code | paper: off-diagonal of a fallback class row
+    attention_on: Optional[str] = None       # logits | features: where the attention weight scales
+    image_size: Optional[int] = None         # input size in pixels (official 224, paper 100)
+    crop_batch_quirk: Optional[bool] = None  # SFEW: RR groups and KL divisor over images, not crops (the code)
+    rr_margin: Optional[float] = None        # rank-regularisation margin δ (authors: --margin_1)
+    cd_source: Optional[str] = None          # eval_pass (an extra pass, the code) | train_pass: where D is mined
+    detach_target: Optional[bool] = None     # detach the fused target from the auxiliary branch
+    freeze_trunk_bn: Optional[bool] = None   # keep the frozen trunk's BatchNorm statistics fixed
     # data
-    recipe: Optional[str] = None             # transform recipe; None = the profile name
-    noise_rate: float = 0.0
-    noise_seed: int = 0
-    noise_file: Optional[str] = None
-    max_train_samples: Optional[int] = None  # subsample the training split (quick runs)
-    max_test_samples: Optional[int] = None
-    cache: str = "memory"
-    num_workers: int = 0
+    recipe: Optional[str] = None             # augmentation recipe: official | paper | light | none | scn | slm
+    noise_rate: float = 0.0                  # share of training labels flipped at random (docs/METHOD.md §13)
+    noise_seed: int = 0                      # seed of the label-noise draw
+    noise_file: Optional[str] = None         # a noisy label file (RAF-DB list format) instead of noise_rate
+    max_train_samples: Optional[int] = None  # use only the first N training images per class share (quick runs)
+    max_test_samples: Optional[int] = None   # use only the first N test images per class share
+    cache: str = "memory"                    # decoded-image cache: memory | mmap | none
+    num_workers: int = 0                     # data-loader worker processes (authors: --num_workers)
     # comparison methods (docs/METHOD.md §11–§12)
-    scn_relabel_epoch: int = 10
-    scn_relabel_margin: float = 0.2
-    scn_relabel_scope: str = "all"           # all (code) | low (paper)
-    slm_k: float = 5.0
-    slm_p: float = 0.97
-    slm_step: float = 200.0                  # lambda
-    slm_alpha: float = 1.6
-    slm_beta: float = 7.0
-    slm_nominal_batch: int = 72
-    slm_eval_mean: str = "batch"             # batch (faithful, test-batch mean) | running
-    slm_schedule: str = "exponential"        # exponential (shared Ada-DF recipe) | cosine (SLM native, per iteration)
+    scn_relabel_epoch: int = 10              # SCN: first epoch (1-based) that relabels
+    scn_relabel_margin: float = 0.2          # SCN: δ2, relabel when max_c P_c - P_y exceeds it
+    scn_relabel_scope: str = "all"           # SCN: all (code) | low (paper): which samples may be relabelled
+    slm_k: float = 5.0                       # SLM-AEA: initial logit of the given label
+    slm_p: float = 0.97                      # SLM-AEA: initial probability of the given label
+    slm_step: float = 200.0                  # SLM-AEA: λ, step of the soft-label update
+    slm_alpha: float = 1.6                   # SLM-AEA: α of the ramps
+    slm_beta: float = 7.0                    # SLM-AEA: β, epoch where the ramps switch
+    slm_nominal_batch: int = 72              # SLM-AEA: batch the step is divided by (and the test batch)
+    slm_eval_mean: str = "batch"             # SLM-AEA: batch (faithful, test-batch mean) | running
+    slm_schedule: str = "exponential"        # SLM-AEA: exponential (shared recipe) | cosine (native, per step)
     # machinery
     device: str = "auto"                     # auto | cpu | cuda | cuda:N
     amp: str = "auto"                        # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off
-    channels_last: Optional[bool] = None     # None = on for CUDA, off on CPU
-    num_threads: Optional[int] = None
+    channels_last: Optional[bool] = None     # channels_last memory format (none = on for CUDA, off on CPU)
+    num_threads: Optional[int] = None        # torch CPU threads (none = torch's default)
     track_samples: int = 16                  # training samples whose distributions are logged every epoch
-    resume: bool = False
+    resume: bool = False                     # continue an interrupted run from its checkpoint.pt
     reuse: bool = False                      # return an existing finished run instead of raising
     trust_pickle: bool = False               # read weights/checkpoints with full unpickling (trusted files only)
-    progress: bool = True
+    progress: bool = True                    # progress bars and one line per epoch
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

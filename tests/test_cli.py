@@ -78,11 +78,59 @@ def test_unavailable_device_is_a_clean_error(tiny_synthfer, tmp_path, capsys):
 
 
 def test_train_help_lists_exactly_the_registered_methods_and_data_sets(capsys):
+    """The help text of --method and --dataset (config.py's comments) names the registry's methods and the
+    loaders' data sets, in their order: help never imports torch, so it spells them out."""
     from adadf_core.datasets import DATASET_NAMES
     from adadf_core.methods import method_names
 
-    assert cli.METHOD_HELP == method_names() and cli.DATASET_HELP == DATASET_NAMES
+    helps = {name: text for _, name, text in cli.config_fields()}
+    assert helps["method"].split(" | ") == list(method_names())
+    assert helps["dataset"].split(" | ") == list(DATASET_NAMES)
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
-    out = capsys.readouterr().out
-    assert " | ".join(method_names()) in " ".join(out.split())
+    assert " | ".join(method_names()) in " ".join(capsys.readouterr().out.split())
+
+
+def test_every_field_is_a_flag_with_help_and_the_authors_names_work(tmp_path):
+    import dataclasses
+    from adadf_core.config import TrainConfig
+
+    documented = {name for _, name, _ in cli.config_fields()}
+    assert documented == {f.name for f in dataclasses.fields(TrainConfig)}, "a field without a help comment"
+    parser = cli.build_train_parser()
+    args = parser.parse_args(["--beta", "5", "--min_weight", "0.3", "--max-weight", "0.9", "--margin_1", "0.1",
+                              "--tops", "0.6", "--gamma", "0.8", "--data_path", str(tmp_path), "--num_workers", "2",
+                              "--threshold", "0.6", "--no-progress", "--crop-batch-quirk"])
+    cfg = cli.config_from_args(args)
+    assert (cfg.epoch_threshold, cfg.lambda_min, cfg.lambda_max, cfg.rr_margin, cfg.rr_ratio, cfg.lr_gamma,
+            cfg.data_root, cfg.num_workers, cfg.threshold) == (5.0, 0.3, 0.9, 0.1, 0.6, 0.8, str(tmp_path), 2, 0.6)
+    assert cfg.progress is False and cfg.crop_batch_quirk is True
+    preset = cli.config_from_args(parser.parse_args(["--dataset", "sfew"]))
+    assert preset.batch_size == 16 and preset.threshold == 0.5       # flags not given keep the preset
+
+
+@pytest.mark.parametrize("argv,hint", [(["--bet", "3"], "did you mean --beta"),
+                                       (["--min-weigth", "0.3"], "did you mean --min-weight"),
+                                       (["--epochs", "x"], "epochs=x: expected a value of type int")])
+def test_unknown_or_bad_flags_are_one_line_errors_with_a_hint(argv, hint, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["train", *argv])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and hint in err
+
+
+def test_version_and_help_without_torch():
+    import subprocess
+    import sys
+    from adadf_core import __version__
+
+    code = ("import sys, contextlib, io\nfrom adadf_core import cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    for argv in (['--version'], ['train', '--help']):\n"
+            "        try: cli.main(argv)\n        except SystemExit: pass\n"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False", "adadf --version / train --help imported torch"
+    out = subprocess.run([sys.executable, "-m", "adadf_core.cli", "--version"], capture_output=True, text=True)
+    assert out.stdout.strip() == f"adadf {__version__}"
