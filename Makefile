@@ -16,7 +16,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,align]'
+	$(PY) -m pip install -q -e '.[dev,align,export]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (adadf)" >/dev/null
 	@touch $(STAMP)
 
@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lab: $(STAMP)
-	$(PY) -m pip install -q -e '.[dev,align,lab]'
+	$(PY) -m pip install -q -e '.[dev,align,export,lab]'
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: $(STAMP)

@@ -14,11 +14,15 @@ import sys
 import typing
 from typing import Any, Optional
 
+import numpy as np
+
 COMMANDS = {
     "generate-synthfer": ("adadf_core.synthfer:cli_main", "write the embedded SynthFER data set to disk"),
     "pretrain-synthfer": ("adadf_core.pretrain:cli_main", "pretrain the ResNet-18 that SynthFER runs start from (MS-Celeb stand-in)"),
     "train": ("adadf_core.cli:train_main", "train one run (Ada-DF, an ablation variant or a comparison method)"),
     "evaluate": ("adadf_core.cli:evaluate_main", "evaluate a finished or interrupted run folder"),
+    "predict": ("adadf_core.cli:predict_main", "class probabilities for your own images with a trained run"),
+    "export": ("adadf_core.cli:export_main", "write a run's inference branch as ONNX or TorchScript, with metadata"),
     "align": ("adadf_core.align:cli_main", "detect and align faces in a folder tree (MTCNN + similarity transform)"),
     "reproduce": ("adadf_core.pipeline:cli_main", "run every notebook with papermill and write results/<dataset>/"),
 }
@@ -246,6 +250,74 @@ def evaluate_main(argv: Optional[list[str]] = None) -> int:
     which = "best epoch" if args.best else "last epoch"
     print(f"run: {run.path} ({cfg.method}, {cfg.dataset}, {which} weights)")
     print(format_report(result, list(test_set.class_names)))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- predict
+def predict_main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="adadf predict",
+                                description="Class probabilities for images, with a run's own test-time "
+                                            "preprocessing (image size, normalisation, SFEW TenCrop).")
+    p.add_argument("model", help="a run folder, or a weights file in one (best_model.pt / checkpoint.pt)")
+    p.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
+    p.add_argument("--align", action="store_true", help="raw photographs: detect and align the face first "
+                   "(MTCNN + five-point template, as for training); faces not found are listed, not fatal")
+    p.add_argument("--best", action="store_true", help="the best-epoch weights (default: last epoch)")
+    p.add_argument("--csv", default=None, metavar="OUT", help="write one row per image with every class's probability")
+    p.add_argument("--top-k", type=int, default=3, help="classes printed per image (default 3)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    p.add_argument("--trust-pickle", action="store_true", help="read a legacy weights file with full unpickling")
+    args = p.parse_args(argv)
+    from .checkpoints import CheckpointError
+    from .predict import align_photos, image_files, load_predictor, write_csv
+    try:
+        predictor = load_predictor(args.model, best=args.best, device=args.device, trust_pickle=args.trust_pickle)
+        files = image_files(args.paths)
+        if not files:
+            raise FileNotFoundError(f"no image files in {', '.join(args.paths)}")
+        inputs, status = (align_photos(files) if args.align else (list(files), [""] * len(files)))
+        ok = [i for i, x in enumerate(inputs) if x is not None]
+        probs = np.full((len(files), len(predictor.class_names)), np.nan, dtype=np.float32)
+        if ok:
+            probs[ok] = predictor([inputs[i] for i in ok])
+    except (ValueError, FileNotFoundError, RuntimeError, CheckpointError) as error:
+        print(f"adadf predict: error: {error}", file=sys.stderr)
+        return 2
+    print(f"model: {predictor.source}" + (f"\nnote: {predictor.note}" if predictor.note else ""))
+    names = predictor.class_names
+    for k, path in enumerate(files):
+        if status[k]:
+            print(f"{path}: {status[k]}")
+            continue
+        top = np.argsort(-probs[k])[: max(1, args.top_k)]
+        print(f"{path}: " + ", ".join(f"{names[j]} {probs[k, j]:.3f}" for j in top))
+    if args.csv:
+        write_csv(args.csv, [str(f) for f in files], probs, names, status)
+        print(f"wrote {args.csv}")
+    missed = sum(bool(s) for s in status)
+    if missed:
+        print(f"{missed} of {len(files)} image(s) had no usable face: listed above", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- export
+def export_main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="adadf export", description="Write a run's target (inference) branch as "
+                                "ONNX or TorchScript, with class names and preprocessing in the file's metadata.")
+    p.add_argument("run_dir", help="a run folder")
+    p.add_argument("--format", default="onnx", choices=("onnx", "torchscript"))
+    p.add_argument("--best", action="store_true", help="the best-epoch weights (default: last epoch)")
+    p.add_argument("--out", default=None, help="output file (default <run_dir>/model_<last|best>.<onnx|pt>)")
+    p.add_argument("--trust-pickle", action="store_true", help="read a legacy weights file with full unpickling")
+    args = p.parse_args(argv)
+    from .checkpoints import CheckpointError
+    from .export import export_model
+    try:
+        out = export_model(args.run_dir, args.format, args.out, best=args.best, trust_pickle=args.trust_pickle)
+    except (ValueError, FileNotFoundError, CheckpointError, ImportError) as error:
+        print(f"adadf export: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB)")
     return 0
 
 

@@ -27,12 +27,19 @@ def _conda_pip_list():
 
 def test_environment_yml_matches_pyproject():
     project = _pyproject()["project"]
-    expected = project["dependencies"] + project["optional-dependencies"]["dev"] + project["optional-dependencies"]["align"]
+    extras = project["optional-dependencies"]
+    expected = project["dependencies"] + extras["dev"] + extras["align"] + extras["export"]
     env, pip_list = _conda_pip_list()
     listed = [r for r in pip_list if not r.startswith("-e")]
     norm = lambda reqs: sorted(str(Requirement(r)) for r in reqs)  # noqa: E731
     assert norm(listed) == norm(expected), "environment.yml's pip list drifted from pyproject.toml"
-    assert "-e .[dev,align]" in pip_list
+    assert "-e .[dev,align,export]" in pip_list
+
+
+def test_license_is_an_spdx_expression_with_its_file():
+    project = _pyproject()["project"]
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
 
 
 def test_conda_python_satisfies_requires_python():
