@@ -121,7 +121,8 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 BASE_COLUMNS = ["epoch", "lr", "w_ce", "w_kl", "loss", "loss_ce", "loss_kl", "loss_rr", "train_acc",
                 "test_acc", "seconds"]
 RECORD_FILES = ("metrics.csv", "class_distributions.npy", "attention_by_class.csv", "tracked.npz",
-                "summary.json", "best_model.pt", "confusion.npy", "confusion_best.npy", "features.npz")
+                "summary.json", "best_model.pt", "confusion.npy", "confusion_best.npy", "features.npz",
+                "last_model.safetensors", "best_model.safetensors")
 
 
 def check_run_dir(cfg: TrainConfig, run_dir: Path) -> tuple[str, Optional["Run"]]:
@@ -135,7 +136,7 @@ def check_run_dir(cfg: TrainConfig, run_dir: Path) -> tuple[str, Optional["Run"]
     if not (run_dir / "config.json").is_file():
         raise RunExistsError(f"{run_dir} is not empty and is not a run folder (no config.json); "
                              "refusing to write into it: choose another run_dir")
-    if is_finished(run_dir):
+    if is_finished(run_dir) or (run_dir / "last_model.safetensors").is_file():
         if not (cfg.reuse or cfg.resume):
             raise RunExistsError(f"{run_dir} already holds a finished run; pass reuse=True "
                                  "(CLI: --set reuse=true) to load it, or choose another run_dir")
@@ -221,9 +222,12 @@ def recover(run_dir: str | Path) -> Optional[str]:
     stage, journal = run_dir / STAGING, run_dir / JOURNAL
     done = None
     if journal.is_file():
-        for name in read_json(journal, "commit journal")["files"]:
+        entry = read_json(journal, "commit journal")
+        for name in entry["files"]:
             if (stage / name).exists():
                 os.replace(stage / name, run_dir / name)
+        for name in entry.get("delete", []):
+            (run_dir / name).unlink(missing_ok=True)
         journal.unlink()
         done = "completed an interrupted epoch commit"
     if stage.exists():
@@ -323,6 +327,7 @@ class RunWriter:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.target = self.path
+        self._obsolete: list[str] = []
 
     def start_fresh(self) -> None:
         """Create the folder and remove the record files of a run that died before its first checkpoint."""
@@ -350,12 +355,32 @@ class RunWriter:
         self.target = stage
 
     def commit_epoch(self) -> None:
-        """Journal the staged files, move them in (checkpoint and summary last), drop the journal."""
+        """Journal the staged files, move them in (checkpoint and summary last), delete what the epoch made
+        obsolete, drop the journal."""
         names = sorted(p.name for p in self.target.iterdir())
         names = [n for n in names if n not in _COMMIT_LAST] + [n for n in _COMMIT_LAST if n in names]
-        write_json(self.path / JOURNAL, {"files": names})
-        self.target = self.path
+        write_json(self.path / JOURNAL, {"files": names, "delete": self._obsolete})
+        self.target, self._obsolete = self.path, []
         recover(self.path)
+
+    def finish(self, state: dict, best_is_last: bool, meta: dict) -> None:
+        """A finished run keeps its weights as safetensors (``last_model``, ``best_model``; code-free to read,
+        ``meta`` in the header) and no optimiser state: the checkpoint and best_model.pt it replaces go."""
+        best = state if best_is_last else None
+        staged = self.target / "best_model.pt"
+        if best is None:
+            from .checkpoints import load
+            best = load(staged if staged.exists() else self.path / "best_model.pt", "best-epoch weights")["model"]
+        staged.unlink(missing_ok=True)
+        self.weights("last_model.safetensors", state, dict(meta, weights="last epoch"))
+        self.weights("best_model.safetensors", best, dict(meta, weights="best epoch"))
+        self._obsolete = ["best_model.pt"]
+
+    def weights(self, name: str, state: dict, meta: dict) -> None:
+        from safetensors.torch import save_file
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        with _space_guard(self.target / name, _nbytes(tensors)):
+            atomic_write(self.target / name, lambda tmp: save_file(tensors, str(tmp), {"adadf": json.dumps(meta)}))
 
     def array(self, name: str, array) -> None:
         def write(p):
@@ -511,20 +536,28 @@ class Run:
 
     # --- model ---------------------------------------------------------------------------------
     def load_model(self, best: bool = False, device="cpu", trust_pickle: bool = False):
-        """Rebuild the run's model and load the last-epoch (``checkpoint.pt``) or best (``best_model.pt``)
-        weights, read without running code from the file (``trust_pickle`` only for trusted legacy
-        files). Returns the model in eval mode."""
+        """Rebuild the run's model and load its last-epoch or best-epoch weights: ``last_model`` /
+        ``best_model.safetensors`` of a finished run, ``checkpoint.pt`` / ``best_model.pt`` of an unfinished
+        one, read without running code from the file (``trust_pickle`` only for trusted legacy files).
+        Returns the model in eval mode."""
         from .checkpoints import CheckpointError, load, non_finite
         from .methods import build_model_for
         from .model import load_model_state
 
-        name = "best_model.pt" if best else "checkpoint.pt"
-        p = self._file(name)
+        names = ("best_model.safetensors", "best_model.pt") if best else ("last_model.safetensors", "checkpoint.pt")
+        p = self._file(names[0]) or self._file(names[1])
         if p is None:
-            raise FileNotFoundError(f"{self.path / name} does not exist: the run has no "
+            raise FileNotFoundError(f"{self.path / names[1]} does not exist: the run has no "
                                     f"{'best' if best else 'last-epoch'} weights yet")
-        blob = load(p, "best-epoch weights" if best else "checkpoint", trust_pickle=trust_pickle)
-        state = blob["model"] if isinstance(blob, dict) and "model" in blob else blob
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            try:
+                state = load_file(str(p))
+            except Exception as error:          # safetensors raises its own error types
+                raise CheckpointError(f"{p} is truncated or not a safetensors file ({error})") from None
+        else:
+            blob = load(p, "best-epoch weights" if best else "checkpoint", trust_pickle=trust_pickle)
+            state = blob["model"] if isinstance(blob, dict) and "model" in blob else blob
         if not isinstance(state, dict):
             raise CheckpointError(f"{p} holds no model weights (found {type(state).__name__})")
         bad = non_finite(state)
@@ -543,4 +576,4 @@ def list_runs(root: str | Path) -> list[Run]:
     if not root.is_dir():
         return []
     return [Run(p.parent) for p in sorted(root.rglob("config.json")) if (p.parent / "metrics.csv").exists()
-            or (p.parent / "checkpoint.pt").exists()]
+            or (p.parent / "checkpoint.pt").exists() or (p.parent / "last_model.safetensors").exists()]

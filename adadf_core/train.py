@@ -80,8 +80,6 @@ def fit(cfg: TrainConfig, stop_after_epoch: Optional[int] = None) -> Run:
             finished = _end_epoch(r, epoch, row, t0)
             if stop_after_epoch is not None and epoch >= stop_after_epoch and not finished:
                 break
-        if start_epoch > cfg.epochs:  # resumed a run whose last epoch was done but not marked finished
-            r.writer.json("summary.json", make_summary(cfg, r.history, r.class_names, True))
     except KeyboardInterrupt:
         kept = r.committed if r is not None else 0
         where = f"epoch {r.position[0]}, step {r.position[1]}" if r is not None and r.position else "start-up"
@@ -220,10 +218,9 @@ def _end_epoch(r: _Run, epoch: int, row: dict, t0: float) -> bool:
 
 
 def _save_epoch(r: _Run, epoch: int, ev: dict) -> bool:
-    """The epoch's files, staged and moved in together (``RunWriter.commit_epoch``), the checkpoint and the
-    summary last. Weights that are no longer finite are never written."""
+    """The epoch's files, staged and moved in together (``RunWriter.commit_epoch``), checkpoint and summary last."""
     bad = non_finite(r.model.state_dict())
-    if bad:
+    if bad:  # never written
         raise NonFiniteLossError(f"weights became NaN or infinite in epoch {epoch} of {r.writer.path} "
                                  f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); stopped before "
                                  f"writing them: the folder keeps epoch {epoch - 1}; lower lr or check the data")
@@ -238,11 +235,14 @@ def _save_epoch(r: _Run, epoch: int, ev: dict) -> bool:
     if finished:
         w.arrays("features.npz", {"features": ev["features"], "labels": ev["labels"], "preds": ev["preds"]})
     w.records(history, r.tracked_info)
-    w.torch_file("checkpoint.pt", {
-        "epoch": epoch, "config": dataclasses.asdict(r.cfg), "model": r.model.state_dict(),
-        "optimizer": r.optimizer.state_dict(), "scheduler": r.scheduler.state_dict(),
-        "scaler": r.scaler.state_dict(), "method": r.method.state_dict(), "history": history,
-        "loader_generator": r.generator.get_state(), "rng": devmod.rng_state()})
+    state = {"epoch": epoch, "config": dataclasses.asdict(r.cfg), "method": r.method.state_dict(), "history": history}
+    if finished:      # lean: the weights as safetensors, no optimiser state (a finished run is never resumed)
+        w.finish(r.model.state_dict(), history["best"]["epoch"] == epoch, {"config": state["config"], "epoch": epoch})
+    else:
+        state.update(model=r.model.state_dict(), optimizer=r.optimizer.state_dict(), rng=devmod.rng_state(),
+                     scheduler=r.scheduler.state_dict(), scaler=r.scaler.state_dict(),
+                     loader_generator=r.generator.get_state())
+    w.torch_file("checkpoint.pt", state)
     w.json("summary.json", make_summary(r.cfg, history, r.class_names, finished))
     w.commit_epoch()
     r.committed = epoch

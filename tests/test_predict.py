@@ -60,7 +60,7 @@ def test_cli_predict_prints_top_k_and_writes_the_csv(adadf_run, tmp_path, capsys
         (folder / name.split("/")[-1]).write_bytes((test_set.root / name).read_bytes())
     (folder / ".DS_Store").write_bytes(b"\0")
     out_csv = tmp_path / "p.csv"
-    assert cli.main(["predict", str(adadf_run.path / "best_model.pt"), str(folder), "--csv", str(out_csv),
+    assert cli.main(["predict", str(adadf_run.path / "best_model.safetensors"), str(folder), "--csv", str(out_csv),
                      "--top-k", "2"]) == 0
     out = capsys.readouterr().out
     assert "best-epoch weights" in out and out.count(".jpg: ") == 5

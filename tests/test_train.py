@@ -36,10 +36,11 @@ def reference(tiny_synthfer, tmp_path_factory):
 def test_run_folder_contract(reference):
     cfg, run = reference
     for name in ("config.json", "metrics.csv", "class_distributions.npy", "attention_by_class.csv",
-                 "tracked.npz", "checkpoint.pt", "best_model.pt", "confusion.npy", "confusion_best.npy",
+                 "tracked.npz", "checkpoint.pt", "best_model.safetensors", "last_model.safetensors",
+                 "confusion.npy", "confusion_best.npy",
                  "features.npz", "summary.json"):
         assert (run.path / name).is_file(), name
-    assert not list(run.path.glob("*.tmp"))
+    assert not list(run.path.glob("*.tmp")) and not (run.path / "best_model.pt").exists()
     assert run.finished and run.config.method == "adadf" and run.config.image_size == 32
     assert run.environment["weights"] == "scratch"
     m = run.metrics
@@ -147,8 +148,7 @@ def test_resume_is_bit_identical_and_nan_keeps_last_checkpoint(reference, tiny_s
     assert np.array_equal(ref.class_distributions, done.class_distributions)
     for key, value in ref.tracked.items():
         assert np.array_equal(value, done.tracked[key]), key
-    sa = torch.load(ref.path / "checkpoint.pt", weights_only=False)["model"]
-    sb = torch.load(done.path / "checkpoint.pt", weights_only=False)["model"]
+    sa, sb = ref.load_model().state_dict(), done.load_model().state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert np.array_equal(ref.features["features"], done.features["features"])
     assert ref.summary["best_acc"] == done.summary["best_acc"]
@@ -157,9 +157,9 @@ def test_resume_is_bit_identical_and_nan_keeps_last_checkpoint(reference, tiny_s
 def test_checkpoint_that_does_not_fit_is_a_clear_error(reference):
     _, run = reference
     from adadf_core.model import build_model
-    state = torch.load(run.path / "checkpoint.pt", weights_only=False)["model"]
-    with pytest.raises(ValueError, match="checkpoint .*checkpoint.pt does not fit the model"):
-        load_model_state(build_model("single", C), state, run.path / "checkpoint.pt")
+    state = run.load_model().state_dict()
+    with pytest.raises(ValueError, match="checkpoint .*last_model.safetensors does not fit the model"):
+        load_model_state(build_model("single", C), state, run.path / "last_model.safetensors")
 
 
 def test_not_a_run_folder(tmp_path, tiny_synthfer):
@@ -182,3 +182,22 @@ def test_sfew_tencrop_run(sfew_root, tmp_path):
     assert run.confusion.sum() == 7
     assert run.tracked["fused"].shape == (1, 3, C)
     assert run.attention_by_class["count"].sum() == 3 * 4 * 10         # 3 steps x 4 images x 10 crops
+
+
+def test_a_finished_run_folder_is_lean(reference, tmp_path):
+    """No optimiser state once a run is finished; its weights are safetensors that say what they are."""
+    import json as _json
+
+    from safetensors import safe_open
+    from adadf_core import checkpoints
+    cfg, run = reference
+    state = checkpoints.load(run.path / "checkpoint.pt")
+    assert set(state) == {"epoch", "config", "method", "history"}         # no model, optimiser, RNG
+    with safe_open(str(run.path / "best_model.safetensors"), "pt") as f:
+        meta = _json.loads(f.metadata()["adadf"])
+        assert meta["weights"] == "best epoch" and meta["config"]["method"] == "adadf"
+    unfinished = fit(tiny_cfg(run.config.data_root, tmp_path / "part"), stop_after_epoch=1)
+    size = lambda p: sum(f.stat().st_size for f in p.iterdir() if f.is_file())  # noqa: E731
+    part_state = checkpoints.load(unfinished.path / "checkpoint.pt")
+    assert "optimizer" in part_state and "rng" in part_state                 # an unfinished run can resume
+    assert size(run.path) < 0.8 * size(unfinished.path) + (run.path / "features.npz").stat().st_size

@@ -53,9 +53,10 @@ def one_line(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def finished(tiny_synthfer, tmp_path_factory):
-    """A finished 2-epoch Ada-DF run (module-wide; tests copy it before damaging anything)."""
+    """An Ada-DF run stopped after epoch 1 of 2: its folder has checkpoint.pt and best_model.pt (a finished
+    run keeps safetensors instead). Module-wide; tests copy it before damaging anything."""
     run_dir = tmp_path_factory.mktemp("trust") / "run"
-    return fit(tiny(tiny_synthfer, run_dir))
+    return fit(tiny(tiny_synthfer, run_dir), stop_after_epoch=1)
 
 
 def copy_run(run: Run, dst: Path) -> Path:
@@ -93,7 +94,6 @@ def test_no_load_path_runs_code_from_a_file(finished, tmp_path, capsys):
     run_dir = copy_run(finished, tmp_path / "resume")
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     _evil(run_dir / "checkpoint.pt", marker, ckpt)
-    (run_dir / "summary.json").write_text(json.dumps({"finished": False}))
     with pytest.raises(UnsafeCheckpointError, match="checkpoint.pt: .*would run code"):
         fit(tiny(finished.config.data_root, run_dir, resume=True))
     # 3./4. best_model.pt and checkpoint.pt in Run.load_model and adadf evaluate
@@ -268,7 +268,6 @@ def test_damaged_checkpoint_and_best_model_are_one_line_errors(finished, tmp_pat
         data = (run_dir / name).read_bytes()
         (run_dir / name).write_bytes({"empty": b"", "truncated": data[: len(data) // 2],
                                       "garbage": b"not a checkpoint at all\n" * 50}[damage])
-    (run_dir / "summary.json").write_text(json.dumps({"finished": False}))
     code = cli.main(["train", "--data-root", str(finished.config.data_root), "--run-dir", str(run_dir),
                      "--resume", "--epochs", "2", "--set", "image_size=32", "--set", "recipe=light",
                      "--set", "batch_size=16", "--set", "max_train_samples=32", "--set", "max_test_samples=16",
@@ -279,6 +278,15 @@ def test_damaged_checkpoint_and_best_model_are_one_line_errors(finished, tmp_pat
     assert cli.main(["evaluate", str(run_dir), "--best"]) == 2
     line = one_line(capsys.readouterr().err)
     assert "best_model.pt" in line and ("empty" in line or "truncated or not a torch checkpoint" in line)
+
+
+def test_damaged_safetensors_of_a_finished_run_is_a_one_line_error(tiny_synthfer, tmp_path, capsys):
+    run = fit(tiny(tiny_synthfer, tmp_path / "done", epochs=1))
+    data = (run.path / "best_model.safetensors").read_bytes()
+    (run.path / "best_model.safetensors").write_bytes(data[: len(data) // 3])
+    assert cli.main(["evaluate", str(run.path), "--best"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "best_model.safetensors is truncated or not a safetensors file" in line
 
 
 @pytest.mark.parametrize("content", ["", "{\"config\": {\"epochs\": 2", "\xff\xfe garbage"])
