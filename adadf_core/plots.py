@@ -197,6 +197,33 @@ def confusion_matrix(conf, class_names: Sequence[str] | None = None, normalize: 
 # ---------------------------------------------------------------------------------------------
 # Fig. 3: t-SNE and separability
 
+def prediction_panel(images, probs, class_names: Sequence[str], titles: Sequence[str] | None = None,
+                     votes=None):
+    """Notebook 09: each face beside its predicted class probabilities (and, for SynthFER, the annotators'
+    vote shares as a second set of bars)."""
+    n, c = len(images), len(class_names)
+    fig, axes = plt.subplots(n, 2, figsize=(8, 1.9 * n), squeeze=False, gridspec_kw={"width_ratios": [1, 2.4]})
+    y = np.arange(c)
+    for k in range(n):
+        axes[k, 0].imshow(images[k])
+        axes[k, 0].set_axis_off()
+        if titles is not None:
+            axes[k, 0].set_title(str(titles[k]), fontsize=8)
+        ax = axes[k, 1]
+        h = 0.4 if votes is not None else 0.8
+        ax.barh(y - (h / 2 if votes is not None else 0), probs[k], height=h, color="tab:blue", label="Ada-DF")
+        if votes is not None:
+            ax.barh(y + h / 2, votes[k], height=h, color="tab:orange", label="annotators' votes")
+        ax.set_yticks(y, class_names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        if k == 0:
+            ax.legend(fontsize=7, loc="lower right")
+    axes[-1, 1].set_xlabel("probability")
+    fig.tight_layout()
+    return fig
+
+
 def separability(features, labels, k: int = 5, seed: int = 0, max_points: int = 3000) -> dict:
     """How well classes separate in feature space: silhouette score (cosine, on standardised features)
     and the cross-validated k-NN accuracy. Higher is better for both."""

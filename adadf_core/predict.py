@@ -107,9 +107,10 @@ def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return found
 
 
-def align_photos(paths: Sequence[Path], size: int = 100, detector=None) -> tuple[list, list[str]]:
-    """Detect and align the face of each raw photograph (MTCNN in its own process, the five-point template
-    of ``adadf align``). Returns (aligned uint8 crops or None per photo, the reason for each None)."""
+def align_photos(photos: Sequence, size: int = 100, detector=None) -> tuple[list, list[str]]:
+    """Detect and align the face of each raw photograph (paths or RGB uint8 arrays; MTCNN in its own
+    process, the five-point template of ``adadf align``). Returns (aligned uint8 crops, None where no face
+    could be used, and the reason for each None)."""
     from . import align
 
     if detector is None:
@@ -117,16 +118,16 @@ def align_photos(paths: Sequence[Path], size: int = 100, detector=None) -> tuple
             raise RuntimeError("--align needs MTCNN: pip install -e '.[align]'")
         detector = align.MTCNNDetector()
     images, reasons = [], []
-    for p in paths:
+    for p in photos:
         try:
-            images.append(align.load_rgb(p)[0])
+            images.append(p if isinstance(p, np.ndarray) else align.load_rgb(p)[0])
             reasons.append("")
         except (OSError, ValueError) as error:
             images.append(None)
             reasons.append(f"unreadable ({error})")
     readable = [i for i, img in enumerate(images) if img is not None]
-    faces = detector.detect([images[i] for i in readable], [str(paths[i]) for i in readable])
-    crops: list[Optional[np.ndarray]] = [None] * len(paths)
+    faces = detector.detect([images[i] for i in readable], [str(i) for i in readable])
+    crops: list[Optional[np.ndarray]] = [None] * len(photos)
     for i, (face, crop) in zip(readable, align.align_detected([images[i] for i in readable], faces, size=size)):
         crops[i] = crop
         if crop is None:

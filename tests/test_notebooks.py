@@ -24,7 +24,7 @@ from adadf_core.notebook import project_root
 
 NOTEBOOKS = project_root() / "notebooks"
 MINE = ["02_training", "03_ablation", "04_tsne_features", "05_class_distributions", "06_fusion_over_epochs",
-        "07_sensitivity_and_noise", "08_comparison"]
+        "07_sensitivity_and_noise", "08_comparison", "09_predict"]
 COMMON = {"dataset": "synthfer", "data_root": None, "output_dir": "results/synthfer", "runs_dir": None,
           "epochs": None, "seeds": [0], "device": "auto", "profile": "official", "quick": False,
           "reuse_runs": True}
@@ -48,6 +48,7 @@ DEFAULTS = {
                                  "noise_max_train": None, "noise_files": None, "run_sensitivity": True,
                                  "run_noise": True},
     "08_comparison": {**TRAINING, "native_recipes": False},
+    "09_predict": {**TRAINING, "best": True, "photos_dir": None, "n_synthfer": 6},
 }
 ALL = sorted(DEFAULTS)
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (adadf)"}
@@ -295,7 +296,7 @@ FIGURES = {"00_loss_weight_ramps", "00_class_distributions", "00_fusion_sample",
            "02_synthfer_samples", "02_learning_curves", "02_per_class_accuracy", "02_confusion_matrix",
            "03_ablation", "04_tsne_features", "05_class_distributions", "05_class_distributions_evolution",
            "06_fusion_sample_0", "06_fusion_sample_1", "06_fusion_over_epochs_0", "06_divergence_to_ground_truth",
-           "07_sensitivity", "07_noise"}
+           "07_sensitivity", "07_noise", "09_synthfer_votes"}
 
 
 @pytest.mark.slow
@@ -399,3 +400,16 @@ def test_comparison_table_has_every_method_and_the_native_recipes(quick_results)
     # SLM-AEA's published number is not attributed to ResNet-18
     assert "not stated" in t.loc["slm_aea", "paper_backbone"]
     assert (quick_results.output / "figures" / "comparison.png").is_file()
+
+
+@pytest.mark.slow
+def test_predict_notebook_classifies_with_the_runs_own_model(quick_results):
+    """09 reuses 02's Ada-DF run (no new run folder) and its probabilities are distributions."""
+    if "09_predict" not in selected():
+        pytest.skip("09 not selected")
+    votes = table(quick_results, "09_synthfer_votes")
+    assert len(votes) == 6 and votes["js_to_votes"].between(0, np.log(2) + 1e-6).all()
+    assert votes["p_label"].between(0, 1).all()
+    runs = [p.name for p in (quick_results.output / "runs").iterdir() if p.name.startswith("adadf-")
+            and "lmin" not in p.name and "noise" not in p.name]
+    assert len(runs) == 1
