@@ -219,10 +219,10 @@ def train_main(argv: Optional[list[str]] = None) -> int:
 def evaluate_main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="adadf evaluate",
                                 description="Re-evaluate a run folder's saved model on the test split.")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run folder written by adadf train")
     p.add_argument("--best", action="store_true", help="the best-epoch weights (default: last epoch)")
     p.add_argument("--data-root", default=None, help="data set root if it moved since training")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="read a legacy weights file with full unpickling (runs code stored in it: trusted files only)")
     args = p.parse_args(argv)
@@ -305,7 +305,7 @@ def export_main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="adadf export", description="Write a run's target (inference) branch as "
                                 "ONNX or TorchScript, with class names and preprocessing in the file's metadata.")
     p.add_argument("run_dir", help="a run folder")
-    p.add_argument("--format", default="onnx", choices=("onnx", "torchscript"))
+    p.add_argument("--format", default="onnx", choices=("onnx", "torchscript"), help="onnx (default) or torchscript")
     p.add_argument("--best", action="store_true", help="the best-epoch weights (default: last epoch)")
     p.add_argument("--out", default=None, help="output file (default <run_dir>/model_<last|best>.<onnx|pt>)")
     p.add_argument("--trust-pickle", action="store_true", help="read a legacy weights file with full unpickling")

@@ -369,20 +369,21 @@ def build_arg_parser() -> argparse.ArgumentParser:
                                 description="Run the notebooks with papermill and write results/<dataset>/.",
                                 epilog="Overwrite rule: an output folder holding results of other parameters "
                                        "is refused unless --force (old files move to previous-<time>/).")
-    p.add_argument("--dataset", default="synthfer", choices=sorted(BUDGETS))
+    p.add_argument("--dataset", default="synthfer", choices=sorted(BUDGETS), help="the data set (default synthfer)")
     p.add_argument("--data-root", default=None, help="data set root (synthfer: default generated copy)")
     p.add_argument("--output", default=None, help="results folder (default results/<dataset>, "
                                                    "results/<dataset>-quick with --quick)")
     p.add_argument("--quick", action="store_true", help="tiny runs (a smoke test, minutes on a CPU)")
     p.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 02,03")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--profile", default="official", choices=["official", "paper"])
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--profile", default="official", choices=["official", "paper"],
+                   help="official (the authors' code, default) | paper (the text)")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="a notebook parameter (JSON or Python literal value); repeatable")
     p.add_argument("--force", action="store_true", help="replace results of other parameters (old ones kept)")
     p.add_argument("--notebooks", default=None, help="notebooks folder (default <repo>/notebooks)")
     p.add_argument("--list", action="store_true", help="list the notebooks and their parameters, run nothing")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 

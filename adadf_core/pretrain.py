@@ -73,8 +73,9 @@ def cli_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="adadf pretrain-synthfer", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help=f"weights file (default {default_path()})")
     for name, value in DEFAULTS.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=value)
-    parser.add_argument("--device", default="auto")
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=value,
+                            help=f"{name.replace('_', ' ')} of the pretraining (default {value})")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     args = parser.parse_args(argv)
     try:
         path = synthfer_backbone(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed,

@@ -134,3 +134,21 @@ def test_version_and_help_without_torch():
     assert done.stdout.strip() == "False", "adadf --version / train --help imported torch"
     out = subprocess.run([sys.executable, "-m", "adadf_core.cli", "--version"], capture_output=True, text=True)
     assert out.stdout.strip() == f"adadf {__version__}"
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_option_of_every_command_has_help(command, monkeypatch):
+    import argparse
+
+    class Seen(Exception):
+        pass
+
+    def capture(self, args=None, namespace=None):
+        raise Seen(self)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", capture)
+    with pytest.raises(Seen) as seen:
+        cli.main([command, "--help"])
+    parser = seen.value.args[0]
+    missing = [a.option_strings or a.dest for a in parser._actions if not a.help]
+    assert not missing, f"adadf {command}: options without help: {missing}"

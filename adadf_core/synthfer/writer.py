@@ -184,14 +184,17 @@ def ensure(root: Optional[str | Path] = None, **params) -> Path:
 def cli_main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="adadf generate-synthfer", description="write the SynthFER data set")
     ap.add_argument("--out", default=None, help="output root (default: %s)" % default_root())
-    ap.add_argument("--n-train", type=int, default=DEFAULTS["n_train"])
-    ap.add_argument("--n-test", type=int, default=DEFAULTS["n_test"])
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ambiguity", type=float, default=DEFAULTS["ambiguity"])
-    ap.add_argument("--annotators", type=int, nargs=2, default=list(DEFAULTS["annotators"]), metavar=("MIN", "MAX"))
-    ap.add_argument("--annotator-noise", type=float, default=DEFAULTS["annotator_noise"])
-    ap.add_argument("--image-size", type=int, default=DEFAULTS["image_size"])
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--n-train", type=int, default=DEFAULTS["n_train"], help="training faces")
+    ap.add_argument("--n-test", type=int, default=DEFAULTS["n_test"], help="test faces")
+    ap.add_argument("--seed", type=int, default=0, help="generator seed (the study uses 0)")
+    ap.add_argument("--ambiguity", type=float, default=DEFAULTS["ambiguity"],
+                    help="weight of the Dirichlet admixture in each face's latent expression mixture")
+    ap.add_argument("--annotators", type=int, nargs=2, default=list(DEFAULTS["annotators"]), metavar=("MIN", "MAX"),
+                    help="annotators per face, drawn between MIN and MAX")
+    ap.add_argument("--annotator-noise", type=float, default=DEFAULTS["annotator_noise"],
+                    help="how far a simulated annotator's reading strays from the latent mixture")
+    ap.add_argument("--image-size", type=int, default=DEFAULTS["image_size"], help="aligned crop size in pixels")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
     root = Path(a.out) if a.out else default_root()
     try:
