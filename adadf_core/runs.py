@@ -377,10 +377,16 @@ class RunWriter:
         self._obsolete = ["best_model.pt"]
 
     def weights(self, name: str, state: dict, meta: dict) -> None:
+        """A safetensors file (``meta`` as JSON under "adadf" in its header), readable like the other files."""
+        import os
         from safetensors.torch import save_file
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-        with _space_guard(self.target / name, _nbytes(tensors)):
-            atomic_write(self.target / name, lambda tmp: save_file(tensors, str(tmp), {"adadf": json.dumps(meta)}))
+        path = self.target / name
+        with _space_guard(path, _nbytes(tensors)):
+            atomic_write(path, lambda tmp: save_file(tensors, str(tmp), {"adadf": json.dumps(meta)}))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(path, 0o666 & ~umask)          # safetensors creates its files owner-only
 
     def array(self, name: str, array) -> None:
         def write(p):
