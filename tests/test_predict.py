@@ -117,3 +117,14 @@ def test_export_matches_pytorch_and_carries_its_metadata(adadf_run, tmp_path, fm
     else:
         got = torch.jit.load(str(out))(x).detach().numpy()
     assert np.abs(got - expected).max() < 1e-4
+
+
+def test_sfew_predictions_average_the_ten_crops_as_evaluation_does(sfew_root, tmp_path):
+    cfg = make_config("sfew", "official", data_root=str(sfew_root), run_dir=str(tmp_path / "sfew"),
+                      image_size=32, recipe="light", batch_size=4, epochs=1, progress=False, track_samples=0,
+                      cd_source="train_pass", device="cpu")
+    run = fit(cfg)
+    test_set = load_splits(run.config, with_train=False)["test"]
+    probs = load_predictor(run.path)([test_set.root / n for n in test_set.names])
+    assert probs.shape == (7, 7)                                   # one row per image, not per crop
+    assert np.array_equal(probs.argmax(1), run.features["preds"])
