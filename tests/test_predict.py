@@ -120,7 +120,7 @@ def test_export_matches_pytorch_and_carries_its_metadata(adadf_run, tmp_path, fm
 
 
 def test_sfew_predictions_average_the_ten_crops_as_evaluation_does(sfew_root, tmp_path):
-    cfg = make_config("sfew", "official", data_root=str(sfew_root), run_dir=str(tmp_path / "sfew"),
+    cfg = make_config("sfew", "official", data_root=str(sfew_root), run_dir=str(tmp_path / "run"),
                       image_size=32, recipe="light", batch_size=4, epochs=1, progress=False, track_samples=0,
                       cd_source="train_pass", device="cpu")
     run = fit(cfg)
