@@ -3,7 +3,6 @@ called good, and a one-line error naming the file for every damaged input (issue
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 import torch
 
 from adadf_core import checkpoints, cli
-from adadf_core.checkpoints import CheckpointError, UnsafeCheckpointError
+from adadf_core.checkpoints import UnsafeCheckpointError
 from adadf_core.config import make_config, resolve_config
 from adadf_core.fileio import clean_stale_temporaries
 from adadf_core.methods.adadf import AdaDFMethod

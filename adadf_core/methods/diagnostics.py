@@ -194,7 +194,6 @@ class AdaDFDiagnostics:
             return None
         cfg = self.cfg
         images = self.run.to_device(torch.stack([ds[int(i)][0] for i in self.tracked_indices]))
-        k = images.shape[0]
         n_crops = images.shape[1] if images.dim() == 5 else 1
         was_training = model.training
         model.eval()
