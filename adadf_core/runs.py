@@ -453,11 +453,14 @@ class Run:
             raise NotARunError(f"{self.path} is not a run folder: the folder does not exist")
         if (self.path / JOURNAL).exists() or (self.path / STAGING).exists():
             lock = RunLock(self.path)          # an interrupted epoch write: finish it unless a run is writing
-            if lock.acquire(blocking_error=False):
-                try:
-                    recover(self.path)
-                finally:
-                    lock.release()
+            try:
+                if lock.acquire(blocking_error=False):
+                    try:
+                        recover(self.path)
+                    finally:
+                        lock.release()
+            except OSError:                    # a folder we may only read: read it as it is
+                pass
         if not (self.path / "config.json").is_file():
             raise NotARunError(f"{self.path} is not a run folder: it has no config.json "
                                "(expected the layout train.fit writes, see docs/ARCHITECTURE.md)")
