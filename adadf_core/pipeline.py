@@ -210,7 +210,13 @@ def write_index(output: Path, record: Mapping[str, Any], machine: Mapping[str, A
 
 
 def _comparable(record: Mapping[str, Any]) -> dict:
+    """The parameters that decide the results. Where the output folder itself lies does not (a clone at
+    another path, a moved folder): ``output_dir`` is left out and ``runs_dir`` is taken relative to it."""
     params = {k: v for k, v in record.get("parameters", {}).items() if k not in NOT_COMPARED}
+    out = params.pop("output_dir", None)
+    runs = params.get("runs_dir")
+    if out and runs and Path(runs).is_relative_to(Path(out)):
+        params["runs_dir"] = Path(runs).relative_to(Path(out)).as_posix()
     return json.loads(json.dumps({"dataset": record.get("dataset"), "parameters": params}, default=str))
 
 

@@ -143,6 +143,19 @@ def test_other_parameters_refused_unless_force(books, tmp_path):
     assert json.loads((out / "pipeline.json").read_text())["parameters"]["alpha"] == 2
 
 
+def test_an_output_folder_moved_to_another_path_is_not_refused(books, tmp_path):
+    """A clone at another path holds the committed results with the other machine's paths: the same
+    parameters are the same results; a real difference is still refused."""
+    import shutil
+    out = tmp_path / "here" / "out"
+    pipeline.reproduce(output=out, notebooks_dir=books, params={"alpha": 1}, progress=False, only="01")
+    moved = tmp_path / "elsewhere" / "out"
+    shutil.copytree(out, moved)
+    pipeline.reproduce(output=moved, notebooks_dir=books, params={"alpha": 1}, progress=False, only="01")
+    with pytest.raises(pipeline.PipelineError, match="alpha: 1 -> 3"):
+        pipeline.reproduce(output=moved, notebooks_dir=books, params={"alpha": 3}, progress=False, only="01")
+
+
 def test_budgets_cover_every_dataset_and_quick_keeps_tiny_runs():
     from adadf_core.datasets import DATASET_NAMES
     assert set(DATASET_NAMES) <= set(budgets.BUDGETS)
