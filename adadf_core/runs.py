@@ -136,7 +136,7 @@ def check_run_dir(cfg: TrainConfig, run_dir: Path) -> tuple[str, Optional["Run"]
     if not (run_dir / "config.json").is_file():
         raise RunExistsError(f"{run_dir} is not empty and is not a run folder (no config.json); "
                              "refusing to write into it: choose another run_dir")
-    if is_finished(run_dir) or (run_dir / "last_model.safetensors").is_file():
+    if is_finished(run_dir):
         if not (cfg.reuse or cfg.resume):
             raise RunExistsError(f"{run_dir} already holds a finished run; pass reuse=True "
                                  "(CLI: --set reuse=true) to load it, or choose another run_dir")
@@ -433,8 +433,11 @@ class RunWriter:
 
 # ----------------------------------------------------------------------------------------- reading
 def is_finished(run_dir: str | Path) -> bool:
-    """True when ``run_dir/summary.json`` exists, parses and says finished (a corrupt or missing summary
-    is an unfinished run: it is resumed from its checkpoint, never overwritten)."""
+    """True when ``run_dir/summary.json`` says finished, or the folder holds a finished run's
+    ``last_model.safetensors`` (its summary may be damaged; its lean checkpoint cannot be resumed). Otherwise
+    a corrupt or missing summary is an unfinished run: it is resumed from its checkpoint, never overwritten."""
+    if (Path(run_dir) / "last_model.safetensors").is_file():
+        return True
     try:
         return bool(json.loads((Path(run_dir) / "summary.json").read_text()).get("finished", False))
     except (OSError, ValueError):
