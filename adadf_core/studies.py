@@ -6,7 +6,6 @@ Accuracies in every table are fractions in [0, 1]; the text columns (``best``, `
 from __future__ import annotations
 
 import dataclasses
-import math
 import shutil
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 import pandas as pd
 
+from . import protocol
 from .config import TrainConfig
 from .fileio import unique_path
 from .paper import PAPER_NUMBERS, ablation_numbers, noise_number
@@ -67,30 +67,25 @@ def train_or_reuse(cfg: TrainConfig, runs_root: str | Path | None = None, reuse:
 
 def train_many(cfgs: Sequence[TrainConfig], runs_root: str | Path, desc: str = "runs",
                reuse: bool = True) -> list:
-    """Train or reuse each config in order under one tqdm bar that names the run in progress."""
-    from tqdm.auto import tqdm
+    """Train or reuse each config in order under one bar that names the run in progress, with one line
+    per run (``desc i/n: train|reuse <folder>``)."""
+    from .progress import bar, note
 
     runs = []
-    bar = tqdm(list(cfgs), desc=desc, unit="run")
-    for cfg in bar:
+    cfgs = list(cfgs)
+    runs_bar = bar(cfgs, desc=desc, unit="run")
+    for i, cfg in enumerate(runs_bar, 1):
         path = Path(cfg.run_dir) if cfg.run_dir else run_dir_for_config(runs_root, cfg)
         state = "reuse" if is_finished(path) and reuse else "train"
-        bar.set_postfix_str(f"{state} {path.name}")
+        runs_bar.set_postfix_str(f"{state} {path.name}")
+        note(f"{desc} {i}/{len(cfgs)}: {state} {path.name}")
         runs.append(train_or_reuse(dataclasses.replace(cfg, run_dir=str(path)), reuse=reuse))
-    bar.close()
+    runs_bar.close()
     return runs
 
 
 # ---------------------------------------------------------------------------------------------
 # tables
-
-def _pct(mean: float, std: float) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return ""
-    if std is None or math.isnan(std):
-        return f"{100 * mean:.2f}"
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
-
 
 def _last_metric(run, column: str) -> float:
     m = run.metrics
@@ -101,9 +96,11 @@ def _last_metric(run, column: str) -> float:
 
 
 def results_table(runs) -> pd.DataFrame:
-    """One row per run: method, seed, the hyper-parameters that studies vary, best and last accuracy.
+    """One row per run: method, seed, the hyper-parameters that studies vary, and the protocol scores
+    (``protocol.run_scores``: best / last / mean of the last k epochs, overall and balanced accuracy).
 
-    ``runs``: a list of ``Run`` objects or run folder paths, or a mapping name -> Run/path.
+    ``runs``: a list of ``Run`` objects or run folder paths, or a mapping name -> Run/path. ``path`` is
+    the run folder's name relative to its runs folder's parent (no absolute path reaches a table).
     """
     from .runs import Run
 
@@ -117,21 +114,21 @@ def results_table(runs) -> pd.DataFrame:
             epochs=c.epochs, threshold=c.threshold, epoch_threshold=c.epoch_threshold,
             lambda_min=c.lambda_min, noise_rate=c.noise_rate,
             noise_file=Path(c.noise_file).name if c.noise_file else None,
-            best_acc=s.get("best_acc", float("nan")), best_epoch=s.get("best_epoch"),
-            last_acc=s.get("last_acc", float("nan")), last_epoch=s.get("last_epoch"),
-            seconds=s.get("seconds"), path=str(run.path)))
+            **protocol.run_scores(run), last_epoch=s.get("last_epoch"),
+            seconds=s.get("seconds"), path=f"{run.path.parent.name}/{run.path.name}"))
     return pd.DataFrame(rows)
 
 
-def _aggregate(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Mean and std (NaN for one seed) of best/last accuracy per group, plus percent text columns."""
-    g = df.groupby(by, sort=False, dropna=False)
-    out = g.agg(runs=("best_acc", "size"), best_acc=("best_acc", "mean"), best_acc_std=("best_acc", "std"),
-                last_acc=("last_acc", "mean"), last_acc_std=("last_acc", "std"),
-                best_epoch=("best_epoch", "mean"))
-    out["best"] = [_pct(m, s) for m, s in zip(out["best_acc"], out["best_acc_std"])]
-    out["last"] = [_pct(m, s) for m, s in zip(out["last_acc"], out["last_acc_std"])]
-    return out
+def summarise(per_run: pd.DataFrame, by: Sequence[str] | str, order: Optional[Sequence] = None,
+              baseline: Optional[str] = "baseline") -> pd.DataFrame:
+    """The protocol card of ``per_run`` grouped by ``by`` (``protocol.protocol_card``) with the text
+    columns ``best``, ``last`` and ``mean_last_k`` (percent, mean ± std [95 % CI])."""
+    card = protocol.protocol_card(per_run, by=by, baseline=baseline, order=order)
+    for sel in protocol.SELECTIONS:
+        m = f"{sel}_acc"
+        card[sel] = [protocol.pct_interval(r[m], r[f"{m}_std"], r[f"{m}_lo"], r[f"{m}_hi"])
+                     for _, r in card.iterrows()]
+    return card
 
 
 def _seed_cfgs(base_cfg: TrainConfig, seeds: Sequence[int], **changes) -> list[TrainConfig]:
@@ -142,14 +139,15 @@ def ablation_study(base_cfg: TrainConfig, seeds: Sequence[int], runs_root: str |
                    methods: Sequence[str] = ABLATION_METHODS, reuse: bool = True) -> pd.DataFrame:
     """Table 2: each variant trained on the same data and seeds; one row per variant.
 
-    Columns: runs, best_acc, best_acc_std, last_acc, last_acc_std, best_epoch, best, last (percent text),
+    Columns: the protocol card (``protocol.protocol_card``: runs, seeds, each metric's mean / std / 95 %
+    interval, the paired difference to the baseline), the text columns best, last, mean_last_k,
     paper_best_acc (fraction; NaN when the data set has no paper numbers) and paper_source.
     """
     seeds = list(seeds) or [base_cfg.seed]
     check_methods_available(methods)
     cfgs = [c for m in methods for c in _seed_cfgs(base_cfg, seeds, method=m)]
     runs = train_many(cfgs, runs_root, desc="ablation", reuse=reuse)
-    table = _aggregate(results_table(runs), ["method"]).reindex(list(methods))
+    table = summarise(results_table(runs), "method", order=methods)
     table.index.name = "variant"
     paper = ablation_numbers(base_cfg.dataset)
     table["paper_best_acc"] = [paper[m] / 100 if paper and m in paper else float("nan") for m in methods]
@@ -188,15 +186,10 @@ def sensitivity_study(base_cfg: TrainConfig, grid: Optional[Mapping[str, Sequenc
                     seen.add(path)
                     cfgs.append(dataclasses.replace(c, run_dir=str(path)))
     runs = train_many(cfgs, runs_root, desc="sensitivity", reuse=reuse)
-    by_path = {Path(r.path): r for r in runs}
-    rows = []
-    for param, v, seed, path in points:
-        s = by_path[path].summary
-        rows.append(dict(param=param, value=v, seed=seed, is_base=v == getattr(base_cfg, param),
-                         best_acc=s["best_acc"], last_acc=s["last_acc"], best_epoch=s.get("best_epoch"),
-                         run=path.name))
-    df = pd.DataFrame(rows)
-    table = _aggregate(df, ["param", "value"]).reset_index()
+    scores = {Path(r.path): protocol.run_scores(r) for r in runs}
+    df = pd.DataFrame([dict(param=param, value=v, seed=seed, run=path.name, **scores[path])
+                       for param, v, seed, path in points])
+    table = summarise(df, ["param", "value"], baseline=None)
     table["is_base"] = [v == getattr(base_cfg, p) for p, v in zip(table["param"], table["value"])]
     return table
 
@@ -232,14 +225,13 @@ def noise_study(base_cfg: TrainConfig, rates: Sequence[float] = DEFAULT_NOISE_RA
                 rows.append(dict(method=m, noise=label))
     runs = train_many(cfgs, runs_root, desc="noise", reuse=reuse)
     for row, run in zip(rows, runs):
-        s = run.summary
-        row.update(best_acc=s["best_acc"], last_acc=s["last_acc"], best_epoch=s.get("best_epoch"),
+        row.update(seed=run.config.seed, **protocol.run_scores(run),
                    recovered_flipped=_last_metric(run, "recovered_flipped"),
                    attn_flipped=_last_metric(run, "attn_flipped"), attn_clean=_last_metric(run, "attn_clean"))
     df = pd.DataFrame(rows)
-    table = _aggregate(df, ["method", "noise"])
+    table = summarise(df, ["method", "noise"])
     extra = df.groupby(["method", "noise"], sort=False)[["recovered_flipped", "attn_flipped", "attn_clean"]].mean()
-    table = table.join(extra).reset_index()
+    table = table.merge(extra.reset_index(), on=["method", "noise"], how="left")
     paper = PAPER_NUMBERS["noise"]
     table["paper_acc"] = [noise_number(m, n) for m, n in zip(table["method"], table["noise"])]
     table["paper_source"] = f"{paper['label']}, {paper['backbone']}, paper Table 4"

@@ -110,7 +110,9 @@ def test_learning_curves_mark_best_and_last(run):
     test_line = [ln for ln in acc_ax.get_lines() if ln.get_label() == "test"][0]
     np.testing.assert_allclose(test_line.get_ydata(), run.metrics["test_acc"])
     ramp_labels = {ln.get_label() for ln in fig.axes[2].get_lines()}
-    assert ramp_labels == {"w_ce", "w_kl"}
+    assert ramp_labels == {"w_CE", "w_KL"}                           # the paper's names, not column names
+    loss_labels = {ln.get_label() for ln in fig.axes[1].get_lines()}
+    assert {"L_CE (auxiliary branch)", "L_KL (target branch)"} <= loss_labels
 
 
 def test_learning_curves_reject_empty_metrics():
@@ -217,27 +219,51 @@ def test_tsne_comparison_panels_and_scores(tmp_path, run):
     assert n_points == len(run.features["labels"])
 
 
-def test_study_plots():
-    ablation = pd.DataFrame({"best_acc": [.6, .62, .63, .65], "best_acc_std": [np.nan] * 4,
-                             "last_acc": [.55, .6, .6, .62], "last_acc_std": [np.nan] * 4,
-                             "paper_best_acc": [.8871, .8928, .8950, .9004],
-                             "paper_source": ["RAF-DB"] * 4},
-                            index=pd.Index(["baseline", "cd_only", "ld_only", "adadf"], name="variant"))
+def _card(values, seeds=3, **cols):
+    """A protocol card by hand: each metric's mean with a symmetric interval of 0.02."""
+    t = pd.DataFrame(cols)
+    for m, v in values.items():
+        t[m], t[f"{m}_lo"], t[f"{m}_hi"] = v, np.asarray(v) - 0.02, np.asarray(v) + 0.02
+    t["runs"] = seeds
+    return t
+
+
+def test_ablation_figure_keeps_the_papers_numbers_off_our_axis_and_draws_intervals():
+    acc = {"best_acc": [.6, .62, .63, .65], "last_acc": [.55, .6, .6, .62], "mean_last_k_acc": [.55, .58, .6, .61],
+           "diff_best_acc": [np.nan, .02, .03, .05], "diff_last_acc": [np.nan, .05, .05, .07],
+           "diff_mean_last_k_acc": [np.nan, .03, .05, .06]}
+    ablation = _card(acc, paper_best_acc=[.8871, .8928, .8950, .9004], paper_source="RAF-DB, ResNet-18 (MS-Celeb-1M)")
+    ablation.index = pd.Index(["baseline", "cd_only", "ld_only", "adadf"], name="variant")
     fig = plots.ablation_bars(ablation)
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(ablation.index)
+    ours, diff, paper = fig.axes
+    assert [t.get_text() for t in ours.get_xticklabels()] == list(ablation.index)
+    assert ours.get_ylim()[1] < 0.8 < paper.get_ylim()[1]            # RAF-DB's 88-90 % never squash our bars
+    heights = sorted(round(p.get_height(), 4) for p in ours.patches)
+    assert heights[-1] == 0.65 and 0.9004 not in heights
+    from matplotlib.container import BarContainer
+    bars = [c for c in ours.containers if isinstance(c, BarContainer)]
+    assert len(bars) == 3 and all(c.errorbar is not None for c in bars)   # best, last, mean last k: each with CI
+    assert any("ResNet-18" in t.get_text() for t in paper.texts)     # every paper number names its backbone
+    assert "Δ vs baseline" in diff.get_title()
+
+
+def test_sensitivity_and_noise_figures():
     sens = pd.DataFrame({"param": ["lambda_min"] * 2 + ["threshold"] * 2, "value": [0.0, 0.2, 0.6, 0.7],
                          "best_acc": [.5, .6, .55, .6], "last_acc": [.5, .55, .5, .55],
                          "is_base": [False, True, False, True]})
     fig = plots.sensitivity_lines(sens)
     assert [ax.get_title() for ax in fig.axes] == ["lambda_min", "threshold"]
-    noise = pd.DataFrame({"method": ["baseline", "baseline", "adadf", "adadf", "adadf"],
-                          "noise": ["0", "0.2", "0", "0.2", "noise01"], "best_acc": [.6, .5, .62, .58, .57],
-                          "last_acc": [.58, .45, .6, .55, .5], "paper_acc": [np.nan, np.nan, np.nan, .8667, np.nan]})
+    noise = _card({"best_acc": [.6, .5, .62, .58, .57], "last_acc": [.58, .45, .6, .55, .5]},
+                  method=["baseline", "baseline", "adadf", "adadf", "adadf"], noise=["0", "0.2", "0", "0.2", "noise01"],
+                  paper_acc=[np.nan, np.nan, np.nan, .8667, np.nan], paper_source="RAF-DB, ResNet-18")
     fig = plots.noise_plot(noise)
-    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
-    np.testing.assert_allclose(lines["adadf best"].get_xdata(), [0.0, 0.2])
+    ours, paper = fig.axes
+    lines = {ln.get_label(): ln for ln in ours.get_lines()}
+    np.testing.assert_allclose(lines["adadf best (test-selected)"].get_xdata(), [0.0, 0.2])
     np.testing.assert_allclose(lines["baseline last"].get_ydata(), [.58, .45])
-    assert any("noise01" in t.get_text() for t in fig.axes[0].texts)
+    assert len(ours.collections) == 4                                 # a 95 % band per method and selection
+    assert any("noise01" in t.get_text() for t in ours.texts)
+    assert paper.get_lines()[0].get_ydata()[0] == pytest.approx(.8667) and max(ours.get_ylim()) < 0.8
 
 
 # ----------------------------------------------------------------------- alignment (notebook 01)

@@ -86,7 +86,11 @@ def test_ablation_table_rows_stats_and_paper(tmp_path, fake_fit):
     assert row["best_acc"] == pytest.approx(0.655 + 0.002)
     assert row["best_acc_std"] == pytest.approx(np.std([0.652, 0.662], ddof=1))
     assert row["last_acc"] == pytest.approx(row["best_acc"] - 0.02)
-    assert row["best"] == f"{100 * row['best_acc']:.2f} ± {100 * row['best_acc_std']:.2f}"
+    assert row["best"].startswith(f"{100 * row['best_acc']:.2f} ± {100 * row['best_acc_std']:.2f} [")
+    assert row["seeds"] == "0,1" and row["pairs"] == 2
+    # the fake runs give every variant the same seed effect: the paired difference has no spread
+    assert row["diff_last_acc"] == pytest.approx(0.15) and row["diff_last_acc_lo"] == pytest.approx(0.15)
+    assert row["mean_last_k_acc"] == pytest.approx(row["best_acc"] - 0.01)    # mean of epochs 1 and 2
     assert row["paper_best_acc"] == pytest.approx(0.9004)
     assert "RAF-DB" in row["paper_source"] and "SynthFER has no paper numbers" in row["paper_source"]
     # a second call reuses every finished run
