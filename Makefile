@@ -9,7 +9,7 @@ DATA_ROOT ?=
 REPRO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv reproduce test lab bench clean-venv
+.PHONY: venv reproduce reference test lab bench clean-venv
 
 venv: $(STAMP)
 
@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml
 
 reproduce: $(STAMP)
 	$(VENV)/bin/adadf reproduce --dataset $(DATASET) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(REPRO_ARGS)
+
+# after `make reproduce`: make results/$(DATASET) the committed reference (refuses quick, incomplete or dirty-tree runs)
+reference: $(STAMP)
+	$(VENV)/bin/adadf reproduce --dataset $(DATASET) --promote
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -423,7 +423,7 @@ def _store_sizes(paths: Sequence[Path], transform) -> tuple[np.ndarray, np.ndarr
 def build_store(paths: Sequence[Path], transform, mode: str, cache_dir: Optional[Path] = None,
                 progress: bool = True, desc: str = "decoding") -> tuple[ImageStore, np.ndarray]:
     """Decode every image once. Returns the store and the per-image flag 'resize already applied'."""
-    from tqdm.auto import tqdm
+    from .progress import bar as tqdm
 
     sizes, pre_done = _store_sizes(paths, transform)
     offsets = np.concatenate([[0], np.cumsum(sizes[:, 0] * sizes[:, 1] * 3)])

@@ -3,21 +3,118 @@
     ctx = notebook.setup(dataset=dataset, output_dir=output_dir, epochs=epochs, seeds=seeds, ...)
     ctx.train("adadf")                    # train or reuse one run, named by runs.run_dir_for_config
     ctx.cfg("scn", seed=1, epochs=3)      # a config of the study, its run folder by the same rule
+
+Where results go. ``adadf reproduce`` passes ``output_dir`` (``results/<dataset>``, git-ignored). A
+notebook opened in JupyterLab keeps ``output_dir = None``: its results go to a scratch folder,
+``results/lab/<dataset>`` (or ``$ADADF_LAB_RESULTS/<dataset>``), also git-ignored. Quick runs always go to
+a folder of their own (``...-quick``). Nothing is ever written under ``results/reference/``, the committed
+reference that a new run is compared with (``pipeline.compare_with_reference``).
+
+Defaults. ``"auto"`` (seeds, pretrained) means the pipeline's budget for the data set
+(``budgets.budget_for``), so a notebook run with its defaults computes what ``make reproduce`` computes.
+
+Parameter values. A ``-p`` value reaches a notebook as text under plain ``papermill`` (``-p seeds [0,1]``
+gives the string ``"[0,1]"``) and as a typed value under ``adadf reproduce``; ``parse`` reads text the way
+``adadf reproduce`` does (JSON, then a Python literal, else the text itself), so ``-p`` means the same in both.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
+import json
+import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-from .budgets import QUICK_RUN
+from .budgets import QUICK_RUN, SYNTHFER_BACKBONE, budget_for
 from .config import TrainConfig, make_config, resolve_config
 from .runs import run_dir_for_config
+
+AUTO = "auto"
+LAB_RESULTS_VARIABLE = "ADADF_LAB_RESULTS"
+QUICK_SUFFIX = "-quick"
 
 
 def project_root() -> Path:
     """The repository root (the folder holding adadf_core/)."""
     return Path(__file__).resolve().parent.parent
+
+
+def reference_root() -> Path:
+    """``results/reference``: the committed reference results, one folder per data set (never written)."""
+    return project_root() / "results" / "reference"
+
+
+def parse_value(value: Any) -> Any:
+    """A parameter as ``adadf reproduce -p`` reads it: text is JSON (true, null, 3, [0, 1], {"a": 1}), else
+    a Python literal (True, None, (0, 1)), else the text itself; other values are returned as they are."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return value
+
+
+def parse(*values: Any):
+    """``parse_value`` of each value (one value: returned alone) — for a notebook's own parameters."""
+    out = tuple(parse_value(v) for v in values)
+    return out[0] if len(out) == 1 else out
+
+
+def quick_folder(path: str | Path) -> Path:
+    """``path`` with ``-quick`` appended to its name (unless it already ends so): quick results never mix
+    with full ones."""
+    path = Path(path)
+    return path if path.name.endswith(QUICK_SUFFIX) else path.with_name(path.name + QUICK_SUFFIX)
+
+
+def check_not_reference(path: str | Path) -> Path:
+    """``path``, resolved; a ``ValueError`` when it lies in the committed reference (``results/reference``)."""
+    path = Path(path).resolve()
+    ref = reference_root().resolve()
+    if path == ref or path.is_relative_to(ref):
+        raise ValueError(f"{path} is inside the committed reference results ({ref}); write results to "
+                         f"results/<dataset> (adadf reproduce) or leave output_dir=None (scratch folder "
+                         f"results/lab/<dataset>)")
+    return path
+
+
+def output_folder(output_dir: str | Path | None, dataset: str, quick: bool = False) -> Path:
+    """The folder a notebook writes to (module docstring): ``output_dir`` (relative paths from the
+    repository root) or the scratch folder; ``-quick`` appended for quick runs; never the reference."""
+    if output_dir is None:
+        lab = os.environ.get(LAB_RESULTS_VARIABLE)
+        out = Path(lab).expanduser() / dataset if lab else project_root() / "results" / "lab" / dataset
+    else:
+        out = _abs(output_dir)
+    return check_not_reference(quick_folder(out) if quick else out)
+
+
+def display_path(path: str | Path) -> str:
+    """``path`` relative to the repository root when it lies inside it (what notebooks print: an executed
+    notebook holds no absolute path of the machine that ran it)."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(project_root()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def resolve_pretrained(pretrained: Any, dataset: str, quick: bool = False, device: str = "auto") -> str | None:
+    """``"auto"``: the budget's weights for ``dataset``; ``"synthfer-backbone"``: the SynthFER-pretrained
+    ResNet-18's file (pretrained once, then reused); ``None``: from scratch; else the path given."""
+    pretrained = parse_value(pretrained)
+    if pretrained == AUTO:
+        pretrained = budget_for(dataset, quick).get("pretrained")
+    if pretrained == SYNTHFER_BACKBONE:
+        from .pretrain import synthfer_backbone
+        return display_path(synthfer_backbone(device=device))
+    return pretrained
 
 
 @dataclasses.dataclass
@@ -60,23 +157,35 @@ def _abs(path: str | Path) -> Path:
     return p if p.is_absolute() else project_root() / p
 
 
-def setup(dataset: str = "synthfer", data_root: str | None = None, output_dir: str = "results/synthfer",
-          runs_dir: str | None = None, epochs: int | None = None, seeds: Sequence[int] = (0,),
+def setup(dataset: str = "synthfer", data_root: str | None = None, output_dir: str | None = None,
+          runs_dir: str | None = None, epochs: int | None = None, seeds: Sequence[int] | str = AUTO,
           device: str = "auto", profile: str = "official", quick: bool = False, reuse_runs: bool = True,
+          pretrained: str | None = AUTO, train_overrides: dict | str | None = None,
           **overrides) -> NotebookContext:
-    """Turn the notebook parameters into folders and a base config. Relative paths are taken from the
-    repository root (so a notebook opened in notebooks/ writes to <repo>/results/...). ``quick`` shrinks
-    the run to ``budgets.QUICK_RUN`` (tests); ``overrides`` are extra TrainConfig fields."""
-    out = _abs(output_dir)
-    runs_root = _abs(runs_dir) if runs_dir else out / "runs"
+    """Turn the notebook parameters into folders and a base config (module docstring: where results go,
+    ``"auto"``, text values). Relative paths are taken from the repository root (so a notebook opened in
+    notebooks/ writes to <repo>/results/...). ``quick`` shrinks the run to ``budgets.QUICK_RUN`` (tests);
+    ``train_overrides`` and ``overrides`` are extra TrainConfig fields."""
+    dataset, data_root, output_dir, runs_dir, epochs, seeds, device, profile, quick, reuse_runs = parse(
+        dataset, data_root, output_dir, runs_dir, epochs, seeds, device, profile, quick, reuse_runs)
+    train_overrides = parse_value(train_overrides) or {}
+    if not isinstance(train_overrides, dict):
+        raise ValueError(f"train_overrides must be a dict of TrainConfig fields, got {train_overrides!r}")
+    out = output_folder(output_dir, dataset, bool(quick))
+    runs_root = check_not_reference(_abs(runs_dir) if runs_dir else out / "runs")
     for p in (out / "figures", out / "tables", runs_root):
         p.mkdir(parents=True, exist_ok=True)
     values = dict(QUICK_RUN) if quick else {}
     if epochs is not None:
         values["epochs"] = int(epochs)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update({k: parse_value(v) for k, v in {**train_overrides, **overrides}.items() if v is not None})
+    pretrained = resolve_pretrained(pretrained, dataset, bool(quick), device)
+    if pretrained is not None:
+        values["pretrained"] = str(_abs(pretrained))
     if data_root is not None:
         values["data_root"] = str(_abs(data_root))
+    if seeds == AUTO:
+        seeds = budget_for(dataset, bool(quick))["seeds"]
     seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
     if not seeds:
         raise ValueError("seeds must name at least one seed")

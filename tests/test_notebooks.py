@@ -25,16 +25,16 @@ from adadf_core.notebook import project_root
 NOTEBOOKS = project_root() / "notebooks"
 MINE = ["02_training", "03_ablation", "04_tsne_features", "05_class_distributions", "06_fusion_over_epochs",
         "07_sensitivity_and_noise", "08_comparison", "09_predict"]
-COMMON = {"dataset": "synthfer", "data_root": None, "output_dir": "results/synthfer", "runs_dir": None,
-          "epochs": None, "seeds": [0], "device": "auto", "profile": "official", "quick": False,
+COMMON = {"dataset": "synthfer", "data_root": None, "output_dir": None, "runs_dir": None,
+          "epochs": None, "seeds": "auto", "device": "auto", "profile": "official", "quick": False,
           "reuse_runs": True}
-TRAINING = {**COMMON, "pretrained": None, "train_overrides": {}}
+TRAINING = {**COMMON, "pretrained": "auto", "train_overrides": {}}
 # every parameter of every notebook with the default it must be stored with (a `quick = True` or a local
 # path left in a parameters cell after a session in JupyterLab fails here)
 DEFAULTS = {
-    "00_method": {"output_dir": "results/synthfer", "seed": 0, "dataset": "synthfer", "profile": "official",
+    "00_method": {"output_dir": None, "seed": 0, "dataset": "synthfer", "profile": "official",
                   "n_samples": 6, "sample": 0, "pass_size": 300},
-    "01_alignment": {"dataset": "synthfer", "data_root": None, "output_dir": "results/synthfer", "quick": False,
+    "01_alignment": {"dataset": "synthfer", "data_root": None, "output_dir": None, "quick": False,
                      "detector": "mtcnn", "n_examples": 8, "size": 100, "multi_face": "largest",
                      "error_images": 200, "aligned_root": None},
     "02_training": TRAINING,
@@ -42,9 +42,9 @@ DEFAULTS = {
     "04_tsne_features": {**TRAINING, "tsne_max_points": 2000, "tsne_seed": 0},
     "05_class_distributions": TRAINING,
     "06_fusion_over_epochs": {**TRAINING, "sample_ids": "auto"},
-    "07_sensitivity_and_noise": {**TRAINING, "sensitivity_grid": None, "sensitivity_epochs": None,
-                                 "sensitivity_max_train": None, "noise_rates": [0.0, 0.1, 0.2, 0.3],
-                                 "noise_methods": ["baseline", "adadf", "scn", "slm_aea"], "noise_epochs": None,
+    "07_sensitivity_and_noise": {**TRAINING, "sensitivity_grid": "auto", "sensitivity_epochs": None,
+                                 "sensitivity_max_train": None, "sensitivity_seeds": "auto",
+                                 "noise_rates": [0.0, 0.1, 0.2, 0.3], "noise_methods": "auto", "noise_epochs": None,
                                  "noise_max_train": None, "noise_files": None, "run_sensitivity": True,
                                  "run_noise": True},
     "08_comparison": {**TRAINING, "native_recipes": False},
@@ -107,7 +107,7 @@ def test_common_parameters(name):
 def test_noise_parameters_and_budget_names_are_declared():
     params = pipeline.notebook_parameters(NOTEBOOKS / "07_sensitivity_and_noise.ipynb")
     assert ast.literal_eval(params["noise_rates"]) == [0.0, 0.1, 0.2, 0.3]
-    assert ast.literal_eval(params["noise_methods"]) == ["baseline", "adadf", "scn", "slm_aea"]
+    assert ast.literal_eval(params["noise_methods"]) == "auto"       # the budget's methods, else all four
     declared = set().union(*[pipeline.notebook_parameters(b) for b in pipeline.find_notebooks()])
     for dataset, budget in budgets.BUDGETS.items():
         assert set(budget) <= declared, f"BUDGETS[{dataset!r}] names parameters no notebook declares"
@@ -288,14 +288,15 @@ def assert_best_and_last_match_metrics(runs_root, rows: pd.DataFrame):
     for row in rows.itertuples(index=False):
         metrics = pd.read_csv(runs_root / row.run / "metrics.csv")
         test_acc = pd.to_numeric(metrics["test_acc"], errors="coerce")
-        assert row.best_acc == pytest.approx(test_acc.max(), abs=1e-9), f"{row.run}: best_acc"
-        assert row.last_acc == pytest.approx(test_acc.iloc[-1], abs=1e-9), f"{row.run}: last_acc"
+        assert row.best_acc == pytest.approx(test_acc.max(), abs=5e-5), f"{row.run}: best_acc"   # CSV: 4 decimals
+        assert row.last_acc == pytest.approx(test_acc.iloc[-1], abs=5e-5), f"{row.run}: last_acc"
 
 
 FIGURES = {"00_loss_weight_ramps", "00_class_distributions", "00_fusion_sample",
            "02_synthfer_samples", "02_learning_curves", "02_per_class_accuracy", "02_confusion_matrix",
            "03_ablation", "04_tsne_features", "05_class_distributions", "05_class_distributions_evolution",
            "06_fusion_sample_0", "06_fusion_sample_1", "06_fusion_over_epochs_0", "06_divergence_to_ground_truth",
+           "06_ground_truth",
            "07_sensitivity", "07_noise", "09_synthfer_votes"}
 
 
@@ -322,9 +323,15 @@ def test_quick_pipeline_outputs(quick_results):
 @pytest.mark.slow
 def test_quick_training_table(quick_results):
     need("02_training")
-    acc = table(quick_results, "02_accuracy")
-    assert len(acc) == 1 and in_unit(acc[["best_acc", "last_acc"]])
-    assert_best_and_last_match_metrics(quick_results.output / "runs", acc)
+    card = table(quick_results, "02_accuracy")
+    per_run = table(quick_results, "02_accuracy_runs")
+    assert len(card) == 1 and card["runs"][0] == 2 and card["seeds"][0] == "0,1"      # quick: two seeds
+    assert in_unit(card[["best_acc", "last_acc", "mean_last_k_acc", "best_balanced", "last_balanced"]])
+    assert card["last_acc"][0] == pytest.approx(per_run["last_acc"].mean(), abs=1e-4)
+    assert card["last_acc_lo"][0] <= card["last_acc"][0] <= card["last_acc_hi"][0]
+    assert_best_and_last_match_metrics(quick_results.output / "runs", per_run)
+    md = (quick_results.output / "tables" / "02_accuracy.md").read_text()
+    assert md.startswith("Protocol:") and "best (test-selected)" in md and "[" in md
 
 
 @pytest.mark.slow
@@ -333,13 +340,16 @@ def test_quick_ablation_table(quick_results):
     acc = table(quick_results, "02_accuracy")
     abl = table(quick_results, "03_ablation").set_index("variant")
     assert list(abl.index) == ["baseline", "cd_only", "ld_only", "adadf"]
-    assert in_unit(abl[["best_acc", "last_acc"]]) and (abl["runs"] == 1).all()
-    assert abl.loc["adadf", "best_acc"] == pytest.approx(acc["best_acc"][0])      # 03 reused 02's run
+    assert in_unit(abl[["best_acc", "last_acc"]]) and (abl["runs"] == 2).all()
+    assert abl.loc["adadf", "best_acc"] == pytest.approx(acc["best_acc"][0], abs=1e-4)  # 03 reused 02's runs
     assert abl.loc["adadf", "paper_best_acc"] == pytest.approx(0.9004)
+    assert (abl.loc[["cd_only", "ld_only", "adadf"], "pairs"] == 2).all() and np.isnan(abl.loc["baseline", "diff_last_acc"])
+    assert abl.loc["adadf", "diff_last_acc"] == pytest.approx(abl.loc["adadf", "last_acc"] - abl.loc["baseline", "last_acc"],
+                                                              abs=2e-4)
     runs = quick_results.output / "runs"
     plain_adadf = [p for p in runs.iterdir() if p.name.startswith("adadf-") and "lmin" not in p.name
                    and "noise" not in p.name]
-    assert len(plain_adadf) == 1
+    assert len(plain_adadf) == 2                                                     # one per seed
 
 
 @pytest.mark.slow
@@ -351,8 +361,8 @@ def test_quick_features_and_distributions(quick_results):
     D = table(quick_results, "05_class_distributions_last").set_index("class")
     fallback = D.pop("fallback").astype(bool)
     sums = D.sum(axis=1)
-    assert np.allclose(sums[~fallback], 1.0, atol=1e-4)                       # mined rows are distributions
-    assert np.allclose(sums[fallback], 0.7 + 0.4, atol=1e-4)                  # official fallback: t + 0.4
+    assert np.allclose(sums[~fallback], 1.0, atol=1e-3)          # mined rows are distributions (CSV: 4 decimals)
+    assert np.allclose(sums[fallback], 0.7 + 0.4, atol=1e-3)     # official fallback: t + 0.4
     from adadf_core.runs import list_runs
     run = [r for r in list_runs(quick_results.output / "runs") if r.config.method == "adadf"][0]
     t = run.tracked
@@ -364,6 +374,11 @@ def test_quick_features_and_distributions(quick_results):
     assert np.all((t["attention_weight"] >= 0.2 - 1e-6) & (t["attention_weight"] <= 1 + 1e-6))
     samples = table(quick_results, "06_tracked_samples")
     assert len(samples) == 2 and samples["gt_entropy"][0] >= samples["gt_entropy"][1]
+    div = table(quick_results, "06_ground_truth_divergence")
+    assert {"all faces", "ambiguous third (vote entropy)", "flipped labels (20 % noise)"} <= set(div["group"])
+    assert (div["seeds"] == 2).all() and div["ci_lo"].le(div["mean"] + 1e-9).all()
+    claims = table(quick_results, "06_claims")
+    assert len(claims) == 5 and claims["verdict"].notna().all()
 
 
 @pytest.mark.slow
@@ -371,12 +386,13 @@ def test_quick_sensitivity_and_noise(quick_results):
     need("07_sensitivity_and_noise")
     sens = table(quick_results, "07_sensitivity")
     assert sens["param"].tolist() == ["lambda_min", "lambda_min"]
-    assert sens["is_base"].tolist() == [False, True]
+    assert sens["is_base"].tolist() == [False, True] and (sens["runs"] == 1).all()     # Table 1: one seed
     assert in_unit(sens[["best_acc", "last_acc"]])
     noise = table(quick_results, "07_noise")
     assert sorted(zip(noise["method"], noise["noise"].astype(str))) == \
         [("adadf", "0.0"), ("adadf", "0.2"), ("baseline", "0.0"), ("baseline", "0.2")]
-    assert in_unit(noise[["best_acc", "last_acc"]])
+    assert in_unit(noise[["best_acc", "last_acc"]]) and (noise["runs"] == 2).all()
+    assert noise[noise["method"] == "adadf"]["pairs"].eq(2).all()                   # paired to the baseline
     # Ada-DF logs, under synthetic noise, the share of flipped samples whose fused target points back to the
     # clean class: a value in [0, 1] at every noise rate > 0 (NaN would mean it was not logged)
     ada = noise[(noise["method"] == "adadf") & (noise["noise"].astype(float) > 0)]
@@ -396,7 +412,7 @@ def test_comparison_table_has_every_method_and_the_native_recipes(quick_results)
     assert_best_and_last_match_metrics(quick_results.output / "runs", per_run)
     means = per_run.groupby("method", sort=False)[["best_acc", "last_acc"]].mean()
     assert list(means.index) == list(t.index)
-    assert np.allclose(t.loc[means.index, ["best_acc", "last_acc"]], means, atol=1e-12)
+    assert np.allclose(t.loc[means.index, ["best_acc", "last_acc"]], means, atol=1e-4)
     # SLM-AEA's published number is not attributed to ResNet-18
     assert "not stated" in t.loc["slm_aea", "paper_backbone"]
     assert (quick_results.output / "figures" / "comparison.png").is_file()
@@ -412,4 +428,67 @@ def test_predict_notebook_classifies_with_the_runs_own_model(quick_results):
     assert votes["p_label"].between(0, 1).all()
     runs = [p.name for p in (quick_results.output / "runs").iterdir() if p.name.startswith("adadf-")
             and "lmin" not in p.name and "noise" not in p.name]
-    assert len(runs) == 1
+    assert len(runs) == 2                                                             # 02's, one per seed
+
+
+# ------------------------------------------------------------------------ defaults = the pipeline's
+
+SETUP_ARGS = ("dataset", "data_root", "output_dir", "runs_dir", "epochs", "seeds", "device", "profile", "quick",
+              "reuse_runs", "pretrained", "train_overrides")
+
+
+@pytest.mark.parametrize("dataset", ["synthfer", "raf"])
+def test_notebook_defaults_compute_what_make_reproduce_computes(dataset, tmp_path, monkeypatch):
+    """A student pressing Run All in JupyterLab gets the pipeline's configuration: every parameter the
+    pipeline passes equals the notebook's default, or the default is None / "auto" and resolves (from
+    budgets.budget_for) to the same value; and notebook.setup gives the same base config and seeds."""
+    from adadf_core import notebook, pretrain
+
+    monkeypatch.setattr(pretrain, "synthfer_backbone", lambda **kw: tmp_path / "backbone.pth")
+    data_root = None if dataset == "synthfer" else str(tmp_path / "raf")
+    books = pipeline.find_notebooks()
+    declared = {b.name: pipeline.notebook_parameters(b) for b in books}
+    passed = pipeline.notebook_inputs(declared, dataset, data_root, tmp_path / "out", False, "auto",
+                                      "official", {})
+    budget = budgets.budget_for(dataset)
+    for name, given in passed.items():
+        defaults = pipeline.effective_parameters(declared[name], {"dataset": dataset, "data_root": data_root})
+        for key, value in given.items():
+            if key in ("output_dir", "runs_dir"):
+                continue
+            default = defaults[key]
+            assert default == value or (default in (None, "auto") and budget.get(key) == value), \
+                f"{name}: {key} defaults to {default!r}, the pipeline passes {value!r}"
+        if "train_overrides" in declared[name]:
+            lab = notebook.setup(**{k: v for k, v in {**defaults, "output_dir": str(tmp_path / "lab")}.items()
+                                    if k in SETUP_ARGS})
+            pipe = notebook.setup(**{k: v for k, v in {**defaults, **given}.items() if k in SETUP_ARGS})
+            strip = dict(run_dir=None)
+            assert dataclasses.replace(lab.base_cfg, **strip) == dataclasses.replace(pipe.base_cfg, **strip), name
+            assert lab.seeds == pipe.seeds == list(budget["seeds"]), name
+
+
+def test_setup_parses_text_parameters_as_adadf_reproduce_does(tmp_path):
+    """Plain `papermill -p` hands text; setup reads it as `adadf reproduce -p` would."""
+    from adadf_core import notebook
+
+    ctx = notebook.setup(output_dir=str(tmp_path / "o"), quick="true", seeds="[3, 4]", pretrained="None",
+                         train_overrides='{"lambda_min": 0.1}', epochs="1", device="cpu")
+    assert ctx.quick is True and ctx.seeds == [3, 4] and ctx.base_cfg.epochs == 1
+    assert ctx.base_cfg.lambda_min == 0.1 and ctx.base_cfg.pretrained is None
+    assert ctx.output_dir.name == "o-quick"                      # quick results go to a folder of their own
+    assert notebook.parse("[0.1, 0.2]", "false", "raf", None) == ([0.1, 0.2], False, "raf", None)
+    with pytest.raises(ValueError, match="train_overrides must be a dict"):
+        notebook.setup(output_dir=str(tmp_path / "o"), quick=True, train_overrides="[1]")
+
+
+def test_notebooks_never_write_into_the_reference(tmp_path, monkeypatch):
+    from adadf_core import notebook
+
+    with pytest.raises(ValueError, match="committed reference"):
+        notebook.setup(output_dir="results/reference/synthfer", quick=False, pretrained=None)
+    monkeypatch.setenv(notebook.LAB_RESULTS_VARIABLE, str(tmp_path / "lab"))
+    assert notebook.output_folder(None, "raf") == (tmp_path / "lab" / "raf").resolve()
+    monkeypatch.delenv(notebook.LAB_RESULTS_VARIABLE)
+    assert notebook.output_folder(None, "synthfer", quick=True) == \
+        (project_root() / "results" / "lab" / "synthfer-quick").resolve()

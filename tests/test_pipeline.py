@@ -120,6 +120,10 @@ def test_index_lists_figures_tables_and_timings(books, tmp_path):
     assert rows[0] == "notebook,seconds,status,finished_at" and len(rows) == 3
     record = json.loads((out / "pipeline.json").read_text())
     assert record["parameters"]["alpha"] == 7 and record["parameters"]["output_dir"] == str(out)
+    # provenance: commit, tree state, versions, device, command
+    prov = record["provenance"]
+    assert {"commit", "dirty", "adadf", "torch", "cuda", "device", "command"} <= set(prov)
+    assert "## Provenance" in readme and f"commit: {prov['commit']}" in readme
     # executed notebook holds the injected parameters
     executed = nbformat.read(str(out / "notebooks" / "01_first.ipynb"), as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
@@ -164,9 +168,10 @@ def test_budgets_cover_every_dataset_and_quick_keeps_tiny_runs():
     assert quick["epochs"] is None and quick["noise_epochs"] is None
 
 
-def test_synthfer_backbone_token_is_pretrained_once_and_passed_to_notebooks(tmp_path, monkeypatch):
+def test_synthfer_backbone_token_is_pretrained_once_before_the_notebooks(tmp_path, monkeypatch):
     """The SynthFER budget names the pretrained backbone by a token; the pipeline builds the file once
-    (here a stand-in) and hands its path to every notebook that declares `pretrained`. --quick and
+    (here a stand-in) before the notebooks, as a timed step of its own, and passes the token on (the
+    notebooks resolve it to the same file: no machine path reaches an executed notebook). --quick and
     `-p pretrained None` train from scratch."""
     from adadf_core import pretrain
 
@@ -177,17 +182,102 @@ def test_synthfer_backbone_token_is_pretrained_once_and_passed_to_notebooks(tmp_
     write_notebook(folder / "01_uses.ipynb", "pretrained = None\n",
                    "from pathlib import Path\nPath(output_dir, 'seen.txt').write_text(repr(pretrained))\n")
     calls = []
+    weights = tmp_path / "weights.pth"
 
     def fake_backbone(**kwargs):
         calls.append(kwargs)
-        return tmp_path / "weights.pth"
+        weights.write_bytes(b"stand-in")
+        return weights
 
     monkeypatch.setattr(pretrain, "synthfer_backbone", fake_backbone)
+    monkeypatch.setattr(pretrain, "default_path", lambda: weights)
     out = tmp_path / "out"
     pipeline.reproduce("synthfer", output=out, notebooks_dir=folder, progress=False)
     assert len(calls) == 1
-    assert (out / "seen.txt").read_text() == repr(str(tmp_path / "weights.pth"))
+    assert (out / "seen.txt").read_text() == repr(budgets.SYNTHFER_BACKBONE)
     assert "pretrain-synthfer" in (out / "timings.csv").read_text()
+    pipeline.reproduce("synthfer", output=tmp_path / "out1", notebooks_dir=folder, progress=False)
+    assert len(calls) == 1                                            # the file exists: reused
     pipeline.reproduce("synthfer", output=tmp_path / "out2", notebooks_dir=folder, progress=False,
                        params={"pretrained": None})
     assert len(calls) == 1 and (tmp_path / "out2" / "seen.txt").read_text() == "None"
+
+
+# ---------------------------------------------------------------------------------------------- issue 10
+
+def test_guard_compares_parameters_left_at_their_defaults(books, tmp_path):
+    """A finished output whose 01 ran with its default alpha = 1 refuses `--only 01 -p alpha 5` (the
+    1-epoch-02-in-a-2-epoch-folder case); the same value given explicitly is the same run."""
+    out = tmp_path / "out"
+    pipeline.reproduce(output=out, notebooks_dir=books, progress=False)
+    record = json.loads((out / "pipeline.json").read_text())
+    assert record["notebook_parameters"]["01_first.ipynb"]["alpha"] == 1          # a default, recorded
+    assert record["notebook_parameters"]["02_second.ipynb"]["beta"] == [0.1, 0.2]
+    with pytest.raises(pipeline.PipelineError, match=r"01_first.ipynb: alpha: 1 -> 5"):
+        pipeline.reproduce(output=out, notebooks_dir=books, params={"alpha": 5}, progress=False, only="01")
+    pipeline.reproduce(output=out, notebooks_dir=books, params={"alpha": 1}, progress=False, only="01")
+
+
+def test_no_output_inside_the_reference_and_quick_gets_its_own_folder(books, tmp_path, monkeypatch):
+    from adadf_core import notebook
+    monkeypatch.setattr(pipeline, "reference_root", lambda: tmp_path / "reference")
+    monkeypatch.setattr(notebook, "reference_root", lambda: tmp_path / "reference")
+    with pytest.raises(pipeline.PipelineError, match="committed reference"):
+        pipeline.reproduce(output=tmp_path / "reference" / "synthfer", notebooks_dir=books, progress=False)
+    result = pipeline.reproduce(output=tmp_path / "mine", notebooks_dir=books, progress=False, quick=True)
+    assert result.output == tmp_path / "mine-quick" and not (tmp_path / "mine").exists()
+    assert pipeline.default_output("raf", quick=True).name == "raf-quick"
+
+
+def _reference_from(out, ref):
+    import shutil
+    shutil.copytree(out / "tables", ref / "tables")
+    shutil.copy(out / "pipeline.json", ref / "pipeline.json")
+
+
+def test_a_rerun_is_compared_with_the_reference(books, tmp_path):
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    pipeline.reproduce(output=out, notebooks_dir=books, progress=False, compare=False)
+    _reference_from(out, ref)
+    same = pipeline.compare_with_reference(out, ref)
+    assert same["counts"] == {"identical": 2} and same["parameters"] == []
+    assert "first_table | identical" in (out / "reference_comparison.md").read_text()
+    changed = tmp_path / "out2"
+    pipeline.reproduce(output=changed, notebooks_dir=books, params={"alpha": 3}, progress=False, compare=False)
+    diff = pipeline.compare_with_reference(changed, ref)
+    assert diff["tables"]["first_table"][0] == "differs" and "2.0000 in value" in diff["tables"]["first_table"][1]
+    assert diff["tables"]["second_table"][0] == "identical"
+    assert any("alpha: 1 -> 3" in d for d in diff["parameters"])
+
+
+def test_a_protocol_card_within_the_reference_intervals_is_not_called_different(tmp_path):
+    import pandas as pd
+    ref = pd.DataFrame({"method": ["a"], "last_acc": [0.70], "last_acc_lo": [0.66], "last_acc_hi": [0.74]})
+    inside = ref.assign(last_acc=0.72, last_acc_lo=0.69, last_acc_hi=0.75)
+    outside = ref.assign(last_acc=0.80)
+    assert pipeline._compare_table(ref, ref, 1e-4)[0] == "identical"
+    assert pipeline._compare_table(ref, inside, 1e-4)[0] == "within intervals"
+    status, detail = pipeline._compare_table(ref, outside, 1e-4)
+    assert status == "differs" and "last_acc row 0" in detail
+
+
+def test_promote_refuses_incomplete_quick_or_dirty_runs_and_writes_no_absolute_path(books, tmp_path):
+    out = tmp_path / "out"
+    pipeline.reproduce(output=out, notebooks_dir=books, progress=False, only="01", compare=False)
+    with pytest.raises(pipeline.PipelineError, match="not run or not ok: 02_second.ipynb"):
+        pipeline.promote_reference(out, dest=tmp_path / "ref", notebooks_dir=books)
+    pipeline.reproduce(output=out, notebooks_dir=books, progress=False, compare=False)
+    record = json.loads((out / "pipeline.json").read_text())
+    record["provenance"].update(commit="abc123", dirty=True)
+    (out / "pipeline.json").write_text(json.dumps(record))
+    with pytest.raises(pipeline.PipelineError, match="dirty tree"):
+        pipeline.promote_reference(out, dest=tmp_path / "ref", notebooks_dir=books)
+    record["provenance"]["dirty"] = False
+    (out / "pipeline.json").write_text(json.dumps(record))
+    (out / "tables" / "paths.md").write_text(f"see {out}/tables and {pipeline.project_root()}/adadf_core\n")
+    dest = pipeline.promote_reference(out, dest=tmp_path / "ref", notebooks_dir=books)
+    assert (dest / "figures" / "first_figure.png").is_file() and not (dest / "runs").exists()
+    texts = [p.read_text() for p in dest.rglob("*") if p.suffix in (".md", ".json", ".csv", ".ipynb")]
+    assert not any(str(tmp_path) in t or str(pipeline.project_root()) in t for t in texts)
+    assert "adadf_core" in (dest / "tables" / "paths.md").read_text()
+    assert pipeline.compare_with_reference(out, dest)["counts"] == {"identical": 2}

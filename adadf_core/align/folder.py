@@ -175,7 +175,7 @@ def align_folder(src: str | os.PathLike, dst: str | os.PathLike, detector: str |
     previous = read_manifest(manifest_path).set_index("source", drop=False) if manifest_path.exists() else None
     writer = _ManifestWriter(manifest_path)
 
-    from tqdm.auto import tqdm
+    from ..progress import bar as tqdm
 
     bar = tqdm(total=len(inputs), desc=f"align {src.name}", unit="img", disable=not progress)
     job = _Job(src, dst, det, writer, bar, (width, height), template, multi_face, min_image_size)

@@ -48,7 +48,7 @@ def landmark_error_report(root: str | os.PathLike | None = None, *, images_dir=N
         raise ValueError(f"{landmarks_csv} lists no images")
     owns = isinstance(detector, str)
     det = make_detector(detector, images_dir)
-    from tqdm.auto import tqdm
+    from ..progress import bar as tqdm
 
     rows = []
     try:

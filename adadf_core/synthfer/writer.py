@@ -44,7 +44,7 @@ def _split_names(split: str, n: int) -> list[str]:
 
 
 def _generate_split(split: str, n: int, params: dict, out: Path, progress: bool) -> dict:
-    from tqdm.auto import tqdm
+    from ..progress import bar as tqdm
 
     code = 0 if split == "train" else 1
     rng = np.random.default_rng(np.random.SeedSequence([params["seed"], code, 0]))
