@@ -56,6 +56,7 @@ def synthfer_backbone(path: Optional[str | Path] = None, *, n_train: int = DEFAU
     run_dir = path.with_name(path.name + ".run")
     cfg = make_config("synthfer", method="baseline", data_root=str(pool), epochs=epochs,
                       image_size=image_size, batch_size=batch_size, recipe="light", track_samples=0,
+                      max_train_samples=None,
                       run_dir=str(run_dir), device=device, reuse=True, resume=resumable(run_dir),
                       progress=progress)
     run = fit(cfg)
