@@ -30,9 +30,10 @@ reference: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The whole repository (results included) in the file browser; the start page is notebooks/.
+# JupyterLab comes with the dev extra (the browser test, tests/test_browser.py, drives it).
 lab: $(STAMP)
-	$(PY) -m pip install -q -e '.[dev,align,export,lab]'
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+	$(VENV)/bin/jupyter lab --notebook-dir=. --LabApp.default_url=/lab/tree/notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py

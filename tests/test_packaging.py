@@ -87,6 +87,18 @@ def test_readme_commands_are_make_targets_that_run_the_tools():
     assert re.search(r"^make test", (ROOT / ".ci" / "run").read_text(), re.M)
 
 
+def test_make_lab_serves_the_repository_and_ci_installs_the_browser():
+    """`make lab` shows the whole repository (results included) and starts on notebooks/; CI installs what
+    the browser test needs (chromium by apt, playwright and jupyterlab with the dev extra)."""
+    lab = _make_dry_run("lab")
+    assert "--notebook-dir=. " in lab and "--LabApp.default_url=/lab/tree/notebooks" in lab, lab
+    dev = {Requirement(r).name for r in _pyproject()["project"]["optional-dependencies"]["dev"]}
+    assert {"playwright", "jupyterlab"} <= dev
+    assert "browser" in "".join(_pyproject()["tool"]["pytest"]["ini_options"]["markers"])
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"apt-get install .*chromium", ci) and ci.index("chromium") < ci.index("\nmake test")
+
+
 def test_every_cli_command_resolves_to_a_function():
     from adadf_core import cli
 
