@@ -42,10 +42,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 SERVER_START_S = 90          # JupyterLab answering /api/status
 APP_READY_S = 120            # the page loaded, the notebook open, its kernel idle
 RUN_ALL_S = 180              # notebook 00 takes about 11 s under papermill
-INJECTED = "# Parameters injected by tests/test_browser.py (as papermill does)\n"
 FAILING_CELL = 'raise RuntimeError("deliberately failing cell (tests/test_browser.py)")\n'
-COMMITTED_OUTPUTS = [ROOT / "results" / "synthfer" / "tables" / "00_method.json",
-                     *sorted((ROOT / "results" / "synthfer" / "figures").glob("00_*.png"))]
+# the committed reference, which a notebook run in JupyterLab must never touch
+COMMITTED_OUTPUTS = sorted((ROOT / "results" / "reference").rglob("*"))
 
 
 def _missing() -> str | None:
@@ -105,6 +104,7 @@ class Lab:
     def __init__(self, root: Path, port: int, token: str, proc: subprocess.Popen, log: Path):
         self.root, self.port, self.token, self.proc, self.log = root, port, token, proc, log
         self.base = f"http://127.0.0.1:{port}"
+        self.results = root / "results"          # $ADADF_LAB_RESULTS: the notebooks' scratch folder
 
     def api(self, path: str, method: str = "GET"):
         req = urllib.request.Request(f"{self.base}{path}", method=method,
@@ -198,18 +198,17 @@ def browser():
             chromium.close()
 
 
-def _copy_notebook(folder: Path, results: Path, failing: bool) -> Path:
-    """notebooks/00_method.ipynb copied into ``folder`` with output_dir pointed at ``results`` (a cell after
-    the parameters cell, as papermill injects it) and, if ``failing``, a raising cell after the imports."""
+def _copy_notebook(folder: Path, failing: bool) -> Path:
+    """notebooks/00_method.ipynb copied, as it is committed, into ``folder`` and, if ``failing``, with a
+    raising cell after the imports. Its default output_dir (None) sends its results to the scratch folder,
+    here $ADADF_LAB_RESULTS/synthfer."""
     nb = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
     cells = nb["cells"]
-    first = next(i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", []))
 
     def code(source: str) -> dict:
         return {"cell_type": "code", "execution_count": None, "id": secrets.token_hex(4), "metadata": {},
                 "outputs": [], "source": source}
 
-    cells.insert(first + 1, code(INJECTED + f"output_dir = {str(results)!r}\n"))
     if failing:
         imports = next(i for i, c in enumerate(cells) if c["cell_type"] == "code" and "import" in "".join(c["source"]))
         cells.insert(imports + 1, code(FAILING_CELL))
@@ -271,7 +270,7 @@ def _wait(page, predicate, timeout_s: float, what: str, lab: Lab):
 def _run_in_lab(lab: Lab, browser, name: str, failing: bool):
     """Open the copy in JupyterLab, run all cells, wait for the end; (state, page, screenshot, notebook)."""
     folder = lab.root / name
-    path = _copy_notebook(folder, folder / "results", failing)
+    path = _copy_notebook(folder, failing)
     rel = path.relative_to(lab.root).as_posix()
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     console = []
@@ -352,12 +351,12 @@ def test_run_all_in_jupyterlab(lab, browser, failing):
     else:
         assert not problems, "\n".join(problems + [f"browser console: {console[-10:]}", lab.log_tail()])
         assert n_code >= 10, n_code                                  # the notebook, not an empty page
-        assert sorted(p.name for p in (path.parent / "results" / "figures").glob("00_*.png")), \
-            "the run wrote no figure into its results folder"
+        assert sorted(p.name for p in (lab.results / "synthfer" / "figures").glob("00_*.png")), \
+            "the run wrote no figure into its scratch results folder ($ADADF_LAB_RESULTS/synthfer)"
     # the saved copy is a valid notebook with what the page showed; the committed results are untouched
     import nbformat
 
     saved = nbformat.read(str(path), as_version=4)
     nbformat.validate(saved)
     assert [c.execution_count for c in saved.cells if c.cell_type == "code"] == [c["count"] for c in state["cells"]]
-    assert _mtimes() == committed, "the browser run changed committed files under results/synthfer"
+    assert _mtimes() == committed, "the browser run changed the committed reference"
