@@ -185,9 +185,12 @@ def config_from_args(args):
 def format_summary(run) -> str:
     s = run.summary
     lines = [f"run: {run.path}",
-             f"best test accuracy over epochs (as the paper reports): {s.get('best_acc', float('nan')):.4f} "
-             f"(epoch {s.get('best_epoch')})",
+             f"best test accuracy over epochs (selected on the test set, as the paper reports): "
+             f"{s.get('best_acc', float('nan')):.4f} (epoch {s.get('best_epoch')})",
              f"last-epoch test accuracy: {s.get('last_acc', float('nan')):.4f} (epoch {s.get('last_epoch')})"]
+    if len(run.metrics):
+        from .protocol import run_card_text
+        lines.append(run_card_text(run))
     names, accs = s.get("class_names") or [], s.get("per_class_acc_last") or []
     if names and accs:
         lines.append("per-class accuracy (last): " + ", ".join(f"{n} {a:.3f}" for n, a in zip(names, accs)))
@@ -247,9 +250,11 @@ def evaluate_main(argv: Optional[list[str]] = None) -> int:
     except (ValueError, FileNotFoundError, CheckpointError, DamagedFileError) as error:
         print(f"adadf evaluate: error: {error}", file=sys.stderr)
         return 2
-    which = "best epoch" if args.best else "last epoch"
+    from .protocol import run_card_text
+    which = "best-epoch (selected on the test set)" if args.best else "last-epoch"
     print(f"run: {run.path} ({cfg.method}, {cfg.dataset}, {which} weights)")
     print(format_report(result, list(test_set.class_names)))
+    print(run_card_text(run))
     return 0
 
 

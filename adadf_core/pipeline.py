@@ -226,6 +226,7 @@ def write_index(output: Path, record: Mapping[str, Any]) -> Path:
         lines.append(f"| {r['notebook']} | {r.get('status', '')} | {float(r['seconds']):.1f} | {link} |")
     total = sum(float(r["seconds"]) for r in timings)
     lines += ["", f"Total: {total:.1f} s ({total / 60:.1f} min).", ""]
+    lines += _resolution_lines(output)
     if (output / "reference_comparison.md").is_file():
         lines += ["## Compared with the committed reference", "",
                   (output / "reference_comparison.md").read_text().split("\n", 2)[-1].rstrip(), ""]
@@ -244,6 +245,32 @@ def write_index(output: Path, record: Mapping[str, Any]) -> Path:
     path = output / "README.md"
     write_text(path, "\n".join(lines))
     return path
+
+
+def _resolution_lines(output: Path) -> list[str]:
+    """The index's "Resolution" section: per protocol card with paired differences, the largest half-width
+    of the 95 % intervals of a method's difference to the baseline (the smallest gap the budget resolves)."""
+    import pandas as pd
+
+    from .protocol import column_title, half_width
+
+    selections = ("best_acc", "last_acc", "mean_last_k_acc")
+    rows = []
+    for path in sorted((output / "tables").glob("*.csv")):
+        if "diff_last_acc_lo" not in pd.read_csv(path, nrows=0).columns:
+            continue
+        card = pd.read_csv(path)
+        widths = [half_width(card, sel) for sel in selections]
+        if not all(pd.isna(w) for w in widths):
+            seeds = int(card["pairs"].max()) if "pairs" in card else 0
+            rows.append(f"| {path.stem} | {seeds} | " + " | ".join("" if pd.isna(w) else f"±{100 * w:.2f}"
+                                                                  for w in widths) + " |")
+    if not rows:
+        return []
+    return ["## Resolution", "", "The largest half-width, in accuracy points, of the 95 % intervals of the paired "
+            "differences to the baseline (same seeds): gaps smaller than this are not resolved at this budget.", "",
+            "| table | seeds paired | " + " | ".join(column_title(s) for s in selections) + " |",
+            "|---|---|---|---|---|", *rows, ""]
 
 
 def effective_parameters(declared: Mapping[str, str], passed: Mapping[str, Any]) -> dict[str, Any]:

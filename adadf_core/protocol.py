@@ -80,6 +80,19 @@ def run_scores(run) -> dict[str, float]:
     return selection_scores(epoch_scores(run.metrics, run.class_names))
 
 
+def run_card_text(run) -> str:
+    """A run's own record as protocol lines (one seed: no interval): best (test-selected, with its epoch),
+    last and mean of the last k epochs, overall and balanced."""
+    s = run_scores(run)
+    lines = [f"the run's record (metrics.csv, one seed; k = {s['k']}):"]
+    for score, name in (("acc", "accuracy"), ("balanced", "balanced accuracy")):
+        lines.append(f"  {name}: best epoch {int(s['best_epoch']) if s['best_epoch'] == s['best_epoch'] else '-'} "
+                     f"(selected on the test set) {pct_interval(s[f'best_{score}'])} %, "
+                     f"last epoch {pct_interval(s[f'last_{score}'])} %, "
+                     f"mean of the last {s['k']} epochs {pct_interval(s[f'mean_last_k_{score}'])} %")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------
 # groups of runs
 

@@ -32,6 +32,10 @@ def test_train_then_evaluate(tiny_synthfer, tmp_path, capsys):
     acc = float(re.search(r"^accuracy: ([0-9.]+)$", out, re.M).group(1))
     assert acc == pytest.approx(summary["last_acc"], abs=1e-6)
     assert "confusion" in out and "per-class accuracy" in out
+    # the protocol card of the run's record: every selection labelled
+    assert "(selected on the test set)" in out and "mean of the last 1 epochs" in out
+    last = float(re.search(r"accuracy: best epoch .*last epoch ([0-9.]+) %", out).group(1))
+    assert last == pytest.approx(100 * summary["last_acc"], abs=0.006)
 
     # the finished run is not overwritten
     assert cli.main(train_args(tiny_synthfer, run_dir)) == 2

@@ -281,3 +281,15 @@ def test_promote_refuses_incomplete_quick_or_dirty_runs_and_writes_no_absolute_p
     assert not any(str(tmp_path) in t or str(pipeline.project_root()) in t for t in texts)
     assert "adadf_core" in (dest / "tables" / "paths.md").read_text()
     assert pipeline.compare_with_reference(out, dest)["counts"] == {"identical": 2}
+
+
+def test_index_states_the_resolution_of_every_protocol_card(tmp_path):
+    import pandas as pd
+    (tmp_path / "tables").mkdir()
+    card = pd.DataFrame({"method": ["baseline", "adadf"], "pairs": [0, 3],
+                         **{f"diff_{s}_{e}": [float("nan"), v] for s in ("best_acc", "last_acc", "mean_last_k_acc")
+                            for e, v in (("lo", 0.01), ("hi", 0.05))}, "diff_last_acc": [float("nan"), 0.03]})
+    card.to_csv(tmp_path / "tables" / "03_ablation.csv", index=False)
+    pd.DataFrame({"a": [1]}).to_csv(tmp_path / "tables" / "01_other.csv", index=False)
+    lines = pipeline._resolution_lines(tmp_path)
+    assert "| 03_ablation | 3 | ±2.00 | ±2.00 | ±2.00 |" in lines and not any("01_other" in ln for ln in lines)
