@@ -492,3 +492,24 @@ def test_notebooks_never_write_into_the_reference(tmp_path, monkeypatch):
     monkeypatch.delenv(notebook.LAB_RESULTS_VARIABLE)
     assert notebook.output_folder(None, "synthfer", quick=True) == \
         (project_root() / "results" / "lab" / "synthfer-quick").resolve()
+
+
+@pytest.mark.slow
+def test_plain_papermill_takes_dict_and_list_parameters(tiny_synthfer, tmp_path):
+    """`papermill -p train_overrides '{...}' -p seeds '[0]'` hands the notebook text; it runs with the values
+    `adadf reproduce -p` would give (this failed with a TypeError before notebook.setup parsed text)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "papermill", str(NOTEBOOKS / "02_training.ipynb"), str(tmp_path / "02.ipynb"),
+           "-k", "python3", "--cwd", str(NOTEBOOKS), "-p", "quick", "true", "-p", "seeds", "[0]",
+           "-p", "device", "cpu", "-p", "data_root", str(tiny_synthfer), "-p", "output_dir", str(out),
+           "-p", "train_overrides", '{"lambda_min": 0.1}']
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(project_root())})
+    assert done.returncode == 0, done.stderr[-3000:]
+    card = pd.read_csv(out.with_name("out-quick") / "tables" / "02_accuracy.csv")    # quick: its own folder
+    assert card["runs"][0] == 1 and str(card["seeds"][0]) == "0"
+    (run,) = [p for p in (out.with_name("out-quick") / "runs").iterdir() if p.is_dir()]
+    assert json.loads((run / "config.json").read_text())["config"]["lambda_min"] == 0.1
