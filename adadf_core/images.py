@@ -25,6 +25,9 @@ Policy (one for every caller)
   32-bit float (F) images are converted the same way (values clipped to 0..255).
 - An unreadable file raises `ImageDecodeError` (a ValueError) whose message names the path; a missing
   file raises FileNotFoundError naming the path.
+- Hidden files and folders are never inputs (`is_hidden`): names starting with '.' (``.DS_Store``, the
+  AppleDouble ``._name`` files macOS writes beside every file on a foreign disk) and ``__MACOSX``
+  folders (what a zip made on a Mac holds).
 """
 from __future__ import annotations
 
@@ -41,6 +44,12 @@ _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
 _EXIF_ORIENTATION_TAG = 0x0112
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
                   Image.DecompressionBombError)
+
+
+def is_hidden(name: str) -> bool:
+    """True for a file or folder name that is never a data-set input: ``.DS_Store``, ``._face.jpg``
+    (AppleDouble), any other name starting with '.', and ``__MACOSX``."""
+    return name.startswith(".") or name == "__MACOSX"
 
 
 class ImageDecodeError(ValueError):

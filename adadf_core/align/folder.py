@@ -21,6 +21,7 @@ import pandas as pd
 from .detectors import MULTI_FACE_RULES, Detector, Face, choose_face, make_detector
 from .geometry import LANDMARK_NAMES, align_face, reference_template, size_wh
 from ..fileio import atomic_write
+from ..images import is_hidden
 from .pixels import load_rgb
 
 STATUSES = ("aligned", "no_face", "unreadable", "too_small", "skipped_existing", "error")
@@ -54,16 +55,17 @@ def _save_image(pixels: np.ndarray, path: Path, fmt: str) -> None:
 
 def list_inputs(src: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[Path]:
     """Every regular file under ``src`` (sorted, relative paths), skipping hidden files and folders
-    (names starting with '.') and anything inside ``exclude`` (the output folder when it sits in src)."""
+    (`images.is_hidden`: names starting with '.', such as AppleDouble ``._*`` files, and ``__MACOSX``)
+    and anything inside ``exclude`` (the output folder when it sits in src)."""
     src = Path(src)
     excluded = Path(exclude).resolve() if exclude is not None else None
     found: list[Path] = []
     for folder, dirs, files in os.walk(src):
         folder_path = Path(folder)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+        dirs[:] = sorted(d for d in dirs if not is_hidden(d)
                          and (excluded is None or (folder_path / d).resolve() != excluded))
         for name in sorted(files):
-            if not name.startswith("."):
+            if not is_hidden(name):
                 found.append((folder_path / name).relative_to(src))
     return sorted(found, key=lambda p: p.as_posix())
 
