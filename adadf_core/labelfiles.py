@@ -40,16 +40,16 @@ def text_encoding(data: bytes) -> tuple[str, int]:
         return "utf-8-sig", -1
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "utf-16", -1
+    if len(data) >= 4 and len(data) % 2 == 0 and b"\x00" in data:     # NUL bytes: no text file is UTF-8 with them
+        if data[1::2].count(0) > len(data) // 4 and data[0::2].count(0) == 0:
+            return "utf-16-le", -1
+        if data[0::2].count(0) > len(data) // 4 and data[1::2].count(0) == 0:
+            return "utf-16-be", -1
     try:
         data.decode("utf-8")
         return "utf-8", -1
     except UnicodeDecodeError as error:
         first_bad = error.start
-    if len(data) >= 4 and len(data) % 2 == 0:
-        if data[1::2].count(0) == len(data) // 2:
-            return "utf-16-le", -1
-        if data[0::2].count(0) == len(data) // 2:
-            return "utf-16-be", -1
     ambiguous = next((i for i, b in enumerate(data) if 0x80 <= b < 0xC0), -1)
     if ambiguous < 0:
         return "latin-1", first_bad
