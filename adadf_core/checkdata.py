@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .fileio import atomic_write, write_json
+from .fileio import atomic_write, sha256_file, write_json
 
 # The official releases' counts. Labels in each data set's own order (datasets.CLASS_NAMES).
 # RAF-DB basic: Li, Deng & Du, "Reliable crowdsourcing and deep locality-preserving learning for expression
@@ -120,16 +120,6 @@ def _count_differences(counts: dict[str, list[int]], official: Official, class_n
     return out
 
 
-def _hash_file(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
-
-
 def _manifest_rows(indexes: dict, decode: bool, progress: bool) -> list[dict]:
     from tqdm.auto import tqdm
 
@@ -138,7 +128,7 @@ def _manifest_rows(indexes: dict, decode: bool, progress: bool) -> list[dict]:
     for split, index in indexes.items():
         boxes = index.boxes
         for i in tqdm(range(len(index.paths)), desc=f"checking {split}", disable=not progress, leave=False):
-            size, sha = _hash_file(index.paths[i])
+            size, sha = sha256_file(index.paths[i])
             status = "ok"
             if decode:
                 try:

@@ -81,6 +81,11 @@ class MTCNNDetector:
         self._log = None
         self.versions: dict = {}
 
+    def describe(self) -> dict:
+        """What the alignment record keeps: the detector, its versions (once started) and every option."""
+        return {"detector": "mtcnn (the `mtcnn` package, bundled weights)", "versions": dict(self.versions),
+                "options": dict(self._options)}
+
     def _start(self) -> None:
         import json
         import subprocess
@@ -203,6 +208,10 @@ class LandmarkFileDetector:
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def describe(self) -> dict:
+        from ..fileio import sha256_file
+        return {"detector": "recorded landmarks", "file": str(self.path), "file_sha256": sha256_file(self.path)[1]}
 
     def names(self) -> list[str]:
         return list(self._records)
