@@ -16,6 +16,8 @@ Modules (every public name is re-exported here, so ``from adadf_core import alig
   record beside the manifest (`ALIGN_RECORD`, ``alignment.json``: detector, versions, parameters,
   template, `aligned_set_hash`).
 - `report`: `landmark_error_report` (detected vs recorded landmarks, SynthFER).
+- `walkthrough`: `sfew_like_frames` (unaligned SFEW-style frames from scikit-image's real photographs,
+  with reference landmarks; notebook 01's SFEW walk-through).
 The figures notebook 01 shows are in `adadf_core.plots` ("alignment" section).
 
 Landmark order everywhere: left eye, right eye, nose tip, left mouth corner, right mouth corner, where
@@ -30,6 +32,7 @@ from .geometry import (LANDMARK_NAMES, TEMPLATE_96x112, TEMPLATE_112x112, align_
                        similarity_to_template)
 from .pixels import example_photos, load_rgb
 from .report import LandmarkErrorReport, landmark_error_report
+from .walkthrough import sfew_like_frames
 
 __all__ = [
     "LANDMARK_NAMES", "TEMPLATE_112x112", "TEMPLATE_96x112", "reference_template", "similarity_to_template",
@@ -40,4 +43,5 @@ __all__ = [
     "STATUSES", "MANIFEST_COLUMNS", "ALIGN_RECORD", "aligned_set_hash", "align_folder", "cli_main", "list_inputs", "read_manifest",
     "manifest_summary",
     "LandmarkErrorReport", "landmark_error_report",
+    "sfew_like_frames",
 ]
