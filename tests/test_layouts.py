@@ -8,19 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adadf_core.datasets import RAF_CLASSES, DatasetError, DatasetNotFoundError, load_split
+from adadf_core.datasets import RAF_CLASSES, DatasetError
 from conftest import SFEW, make_raf, save_image
+from test_datasets import load          # small images, recipe none, no progress bar
 
 AFFECTNET_HEADER = ("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,"
                     "expression,valence,arousal")
 LANDMARKS = '"' + ";".join(["10.5"] * 136) + '"'        # 68 points, as the release writes them
-
-
-def load(name, root, split="train", **kw):
-    kw.setdefault("image_size", 16)
-    kw.setdefault("recipe", "none")
-    kw.setdefault("progress", False)
-    return load_split(name, root, split, **kw)
 
 
 def hidden_files(folder):
