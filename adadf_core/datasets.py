@@ -4,14 +4,20 @@
                     noise_rate=0.0, noise_seed=0, noise_file=None, cache="memory", max_samples=None)
     image, label, index = ds[i]
 
-Layouts (label orders in ``CLASS_NAMES``):
+Layouts (label orders in ``CLASS_NAMES``; every accepted variant is listed beside its reader below and in
+the README's "Running on the real data sets"; hidden files, AppleDouble ``._*`` and ``__MACOSX`` skipped):
   raf / synthfer  EmoLabel/list_patition_label.txt ("train_00001.jpg 5", 1-based) and
                   Image/aligned/<stem>_aligned.jpg; synthfer adds EmoLabel/distribution.csv (ground truth).
-  affectnet7/8    {train_set,val_set}/images/<id>.<ext> + annotations/<id>_exp.npy; the test split is
-                  val_set; affectnet7 drops label 7 (Contempt).
-  sfew            {Train,Val}/<Emotion>/*; Val is the test split; alphabetical class order.
+                  raf also: the archive's top folder (basic/ inside), images without _aligned, EmoLabel/
+                  train.txt + test.txt, DATASET/{train,test}/<1..7>/ with train_labels.csv / test_labels.csv.
+  affectnet7/8    {train_set,val_set}/images/<id>.<ext> + annotations/<id>_exp.npy (HQ release), or the 2017
+                  release's training.csv / validation.csv + Manually_Annotated_Images/ (cropped to the face
+                  box; expression 8-10 dropped); the test split is the validation set; affectnet7 drops 7
+                  (Contempt).
+  sfew            {Train,Val}/<Emotion>/*, or as distributed: Train/Train_Aligned_Faces/, Val/Val_Aligned_Faces/,
+                  Val/Val/ (emotion folders in any letter case); Val is the test split; alphabetical order.
   imagefolder     <split>/<class>/* with split folders train/test (or Train/Val, val); class names are
-                  the sorted class folders of the training split.
+                  the sorted class folders of the training split (class_names="raf": folders 1..7 as RAF-DB).
 
 Label noise is applied to the training split only (test labels never change). ``max_samples`` keeps a
 deterministic *first-N stratified* subset: each class keeps its first samples in file order, in
@@ -19,7 +25,9 @@ proportion to its share of the split (largest remainder), before any noise is ap
 
 Decoded-image cache: ``cache="memory"`` decodes every image once into one uint8 buffer; ``"mmap"`` writes
 that buffer to ``<cache_dir>/<key>.npy`` (default cache dir: $ADADF_CACHE or <repo>/data/cache) and
-memory-maps it (re-used by later runs); ``"none"`` decodes on every access. Images are stored after the
+memory-maps it (re-used by later runs; one file per split and stored size); a ``"memory"`` cache above
+``MEMORY_CACHE_LIMIT_GB`` is memory-mapped instead. ``"none"`` decodes on every access (every header is
+read at load, so a bad file fails there). Images are stored after the
 transform's deterministic resize when that shrinks them (otherwise at their decoded size), so a cached
 and an uncached data set return identical tensors.
 """
