@@ -511,6 +511,31 @@ def test_mtcnn_alignment_record_names_the_versions_and_repeats_its_hash(tmp_path
         align_folder(tmp_path / "src", tmp_path / dst, detector="mtcnn", progress=False)
         record = json.loads((tmp_path / dst / align.ALIGN_RECORD).read_text())
         hashes.append(record["aligned_sha256"])
-    assert set(record["detector"]["versions"]) == {"tensorflow", "mtcnn"}
+    assert set(record["detector"]["versions"]) == {"tensorflow", "mtcnn"} and record["detector"]["versions"]["mtcnn"][0].isdigit()
     assert record["detector"]["options"]["thresholds"] == [0.6, 0.7, 0.8] and record["aligned_faces"] == 1
     assert hashes[0] == hashes[1]
+
+
+def test_sfew_like_frames_deal_every_emotion_to_both_splits_with_reference_landmarks(tmp_path):
+    class EveryOther:
+        """Finds a face with fixed landmarks on every other photo."""
+        name = "stub"
+
+        def detect(self, images, names=None):
+            points = align.reference_template(100) + 30
+            return [[Face((30, 30, 130, 130), 0.99, points)] if i % 2 == 0 else [] for i in range(len(images))]
+
+    frames = align.sfew_like_frames(tmp_path / "frames", EveryOther(), n_faces=28, n_non_faces=3)
+    faces = frames[frames.reference]
+    assert len(frames) == 31 and len(faces) == 14 + 2            # faces 0, 2, ..., 26 and non-faces 0, 2
+    assert set(frames[frames.split == "Val"].emotion) == set(align.walkthrough.SFEW_EMOTIONS)
+    assert set(frames[frames.split == "Train"].emotion) == set(align.walkthrough.SFEW_EMOTIONS)
+    assert (frames[~frames.reference | (frames.kind == "non-face")].split == "Train").all()
+    assert all((tmp_path / "frames" / n).is_file() for n in frames.name)
+    assert Image.open(tmp_path / "frames" / frames.name[0]).size == (160, 160)
+    recorded = pd.read_csv(tmp_path / "frames" / "EmoLabel" / "landmarks.csv")
+    assert list(recorded.name) == list(frames.name[frames.reference])
+    # a reference point is the upright landmark carried through a similarity: eye distance scaled by 0.85-1.15
+    eyes = recorded[["left_eye_x", "left_eye_y", "right_eye_x", "right_eye_y"]].to_numpy()
+    ratio = np.hypot(eyes[:, 2] - eyes[:, 0], eyes[:, 3] - eyes[:, 1]) / np.ptp(align.reference_template(100)[:2, 0])
+    assert ((ratio > 0.84) & (ratio < 1.16)).all()
