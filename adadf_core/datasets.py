@@ -779,10 +779,11 @@ def load_split(name: str, root: Optional[str | Path], split: str, image_size: in
                noise_file: Optional[str | Path] = None, cache: str = "memory",
                max_samples: Optional[int] = None, cache_dir: Optional[str | Path] = None,
                progress: bool = True, noise_format: Optional[str] = None,
-               class_names: Optional[str] = None) -> FERDataset:
+               class_names: Optional[str] = None, check_files: bool = True) -> FERDataset:
     """Load one split (see the module docstring). Noise arguments only affect the training split.
     ``noise_file`` may carry its format as a prefix (``scn:PATH``; `labelfiles.NOISE_FORMATS`), or give
-    ``noise_format``. ``class_names="raf"``: imagefolder class folders 1..7 are RAF-DB's classes."""
+    ``noise_format``. ``class_names="raf"``: imagefolder class folders 1..7 are RAF-DB's classes.
+    ``check_files=False`` skips the header check of ``cache="none"`` (for a split whose files were just read)."""
     if name not in CLASS_NAMES:
         raise DatasetError(f"unknown data set {name!r}; expected one of {', '.join(DATASET_NAMES)}")
     if cache not in CACHE_MODES:
@@ -818,7 +819,7 @@ def load_split(name: str, root: Optional[str | Path], split: str, image_size: in
     if cache != "none":
         store, pre_done = build_store(index.paths, transform, cache, cache_dir, progress,
                                       desc=f"decoding {name} {split}", boxes=index.boxes)
-    else:
+    elif check_files:
         _store_sizes(index.paths, None, index.boxes)      # every header read now: a bad file fails here
     return FERDataset(name, root, split, index, labels, transform, store, pre_done, noise)
 
