@@ -49,9 +49,9 @@ from torch.utils.data import Dataset, Sampler
 
 from .images import ImageDecodeError, decoded_size, is_hidden
 from .images import decode_image as _decode_any
-from .labelfiles import (DatasetError, DatasetNotFoundError, LabelLine, check_label, parse_noise_spec,
-                         read_label_file, read_label_lines, read_text_file, refuse_duplicates,
-                         refuse_shifted_labels, sample_key)
+from .labelfiles import (AFFECTNET_CSV_HEADER, DatasetError, DatasetNotFoundError, LabelLine, check_label,
+                         parse_noise_spec, read_affectnet_csv, read_label_file, read_label_lines, read_text_file,
+                         refuse_duplicates, refuse_shifted_labels, sample_key)
 from .transforms import FERTransform, build_transform
 
 RAF_CLASSES = ["Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral"]
@@ -311,8 +311,6 @@ def _index_affectnet(root: Path, split: str, drop_contempt: bool) -> SplitIndex:
 AFFECTNET_CSV = {"train": "training.csv", "test": "validation.csv"}
 AFFECTNET_CSV_DIRS = ("", "Manually_Annotated_file_lists")
 AFFECTNET_IMAGE_DIRS = ("Manually_Annotated_Images", "Manually_Annotated/Manually_Annotated_Images")
-AFFECTNET_CSV_HEADER = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height",
-                        "facial_landmarks", "expression", "valence", "arousal")
 AFFECTNET_NOT_EMOTIONS = {8: "None", 9: "Uncertain", 10: "Non-Face"}
 
 
@@ -323,23 +321,19 @@ def _affectnet_csv(root: Path, split: str) -> Optional[Path]:
 
 def _index_affectnet_csv(root: Path, split: str, drop_contempt: bool) -> SplitIndex:
     """The 2017 release: rows of the split's CSV with expression 0-7 (0-6 for AffectNet-7); 8 None,
-    9 Uncertain and 10 Non-Face are dropped. Each image is cropped to its face box when read."""
+    9 Uncertain and 10 Non-Face are dropped. Each image is cropped to its face box when read, unless the
+    image folder was written by `adadf align` (its ``alignment.json`` is there): then the aligned faces are
+    read as they are and rows whose face was not aligned are dropped (counted as "not aligned")."""
     csv_file = _affectnet_csv(root, split)
     image_dir = next((root / d for d in AFFECTNET_IMAGE_DIRS if (root / d).is_dir()), None)
     if image_dir is None:
         raise DatasetNotFoundError(f"AffectNet image folder not found under {root}; expected one of "
                                    f"{', '.join(AFFECTNET_IMAGE_DIRS)} beside {csv_file.name}")
-    with io.StringIO(read_text_file(csv_file, "AffectNet label file"), newline="") as fh:
-        rows = list(csv.reader(fh))
-    if not rows or tuple(c.strip() for c in rows[0]) != AFFECTNET_CSV_HEADER:
-        raise DatasetError(f"{csv_file}:1: header {rows[0] if rows else []} is not AffectNet's "
-                           f"{','.join(AFFECTNET_CSV_HEADER)}")
+    aligned = _aligned_sources(image_dir)
     paths, names, labels, boxes = [], [], [], []
-    dropped = {"Contempt": 0, **{v: 0 for v in AFFECTNET_NOT_EMOTIONS.values()}}
+    dropped = {"Contempt": 0, **{v: 0 for v in AFFECTNET_NOT_EMOTIONS.values()}, "not aligned": 0}
     seen: dict[str, int] = {}
-    for lineno, row in enumerate(rows[1:], 2):
-        if not any(c.strip() for c in row):
-            continue
+    for lineno, row in read_affectnet_csv(csv_file):
         rel, label, box = _affectnet_row(csv_file, lineno, row)
         if rel in seen:
             raise DatasetError(f"{csv_file}: {rel!r} is listed twice (lines {seen[rel]} and {lineno}); "
@@ -348,7 +342,10 @@ def _index_affectnet_csv(root: Path, split: str, drop_contempt: bool) -> SplitIn
         if label in AFFECTNET_NOT_EMOTIONS or (drop_contempt and label == 7):
             dropped[AFFECTNET_NOT_EMOTIONS.get(label, "Contempt")] += 1
             continue
-        path = image_dir / rel
+        if aligned is not None and rel not in aligned:
+            dropped["not aligned"] += 1
+            continue
+        path = image_dir / (aligned[rel] if aligned is not None else rel)
         if not path.is_file():
             raise DatasetNotFoundError(f"image {path} listed in {csv_file}:{lineno} not found")
         paths.append(path)
@@ -358,11 +355,21 @@ def _index_affectnet_csv(root: Path, split: str, drop_contempt: bool) -> SplitIn
     classes = AFFECTNET_CLASSES[:7] if drop_contempt else list(AFFECTNET_CLASSES)
     index = SplitIndex(paths, names, list(names), np.asarray(labels, dtype=np.int64), classes,
                        extra=dict(dropped_contempt=dropped["Contempt"], release="2017", label_file=str(csv_file),
-                                  dropped={k: v for k, v in dropped.items() if v}),
-                       boxes=np.asarray(boxes, dtype=np.int64).reshape(-1, 4))
+                                  aligned=aligned is not None, dropped={k: v for k, v in dropped.items() if v}),
+                       boxes=None if aligned is not None else np.asarray(boxes, dtype=np.int64).reshape(-1, 4))
     if split == "train" and paths:
         _require_every_class(index, csv_file)
     return index
+
+
+def _aligned_sources(image_dir: Path) -> Optional[dict[str, str]]:
+    """{source: output} of the faces `adadf align` wrote into ``image_dir``, or None when it did not."""
+    from .align.folder import ALIGN_RECORD, read_manifest
+    if not (image_dir / ALIGN_RECORD).is_file():
+        return None
+    manifest = read_manifest(image_dir)
+    return {s: o for s, o, st in zip(manifest["source"], manifest["output"], manifest["status"])
+            if st in ("aligned", "skipped_existing") and o}
 
 
 def _affectnet_row(csv_file: Path, lineno: int, row: list[str]) -> tuple[str, int, tuple[int, int, int, int]]:

@@ -21,6 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 NOISE_FORMATS = ("raf", "scn")
+# AffectNet's 2017 release: the header of training.csv / validation.csv (datasets reads the labels and face
+# boxes, align the 68 facial landmarks).
+AFFECTNET_CSV_HEADER = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height",
+                        "facial_landmarks", "expression", "valence", "arousal")
 _NOISE_BASE = {"raf": 1, "scn": 0}
 
 
@@ -186,3 +190,16 @@ def refuse_shifted_labels(noisy: list[int], clean: list[int], path: str | Path, 
     if same < 0.5 <= shifted:
         raise DatasetError(f"label file {path}: {shifted:.0%} of its labels are the clean label shifted by one "
                            f"and only {same:.0%} agree with it; the labels look shifted{_format_hint(fmt)}")
+
+
+def read_affectnet_csv(path: str | Path) -> list[tuple[int, list[str]]]:
+    """The rows of an AffectNet 2017 CSV as (line number, cells), the header checked."""
+    import csv
+    import io
+    path = Path(path)
+    with io.StringIO(read_text_file(path, "AffectNet label file"), newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows or tuple(c.strip() for c in rows[0]) != AFFECTNET_CSV_HEADER:
+        raise DatasetError(f"{path}:1: header {rows[0] if rows else []} is not AffectNet's "
+                           f"{','.join(AFFECTNET_CSV_HEADER)}")
+    return [(lineno, row) for lineno, row in enumerate(rows[1:], 2) if any(c.strip() for c in row)]

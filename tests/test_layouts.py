@@ -2,6 +2,7 @@
 CSV headers), and the bad-input cases with the message each one gives."""
 from __future__ import annotations
 
+import shutil
 import warnings
 
 import numpy as np
@@ -283,3 +284,40 @@ def test_memory_cache_over_the_limit_is_memory_mapped_and_says_so(raf_root, tmp_
     assert ds.store.mmap_path is not None and ds.store.mmap_path.parent == tmp_path / "c"
     assert "decoded-image cache of 7 images, 0.0 MiB, memory-mapped from" in out
     assert "over the 0.0 GiB memory-cache limit" in out
+
+
+def sixty_eight_points(five):
+    """68 iBUG points whose eye centres, nose tip and mouth corners are the given five (x, y)."""
+    pts = np.zeros((68, 2))
+    pts[:] = five[2]
+    pts[36:42] = five[0] + np.array([[-3, 0], [-1, -1], [1, -1], [3, 0], [1, 1], [-1, 1]])
+    pts[42:48] = five[1] + np.array([[-3, 0], [-1, -1], [1, -1], [3, 0], [1, 1], [-1, 1]])
+    pts[48], pts[54] = five[3], five[4]
+    return ";".join(f"{v:.2f}" for v in pts.reshape(-1))
+
+
+def test_affectnet_2017_aligned_with_its_own_landmarks(tmp_path):
+    """adadf align --detector affectnet:<file lists> on Manually_Annotated_Images, then the aligned copy loads
+    uncropped; the row whose landmarks are degenerate is listed by align and dropped by the loader."""
+    from adadf_core import align
+    root = make_affectnet2017(tmp_path / "AffectNet", train=(0, 1, 2, 3, 4, 5, 6, 7, 1), val=(0, 1))
+    five = align.reference_template(40) + np.array([10, 5])          # inside the 60x50 photo
+    for csv_name in ("training.csv", "validation.csv"):
+        f = root / "Manually_Annotated_file_lists" / csv_name
+        lines = f.read_text().splitlines()
+        lines = [lines[0]] + [l.replace(LANDMARKS, '"' + sixty_eight_points(five) + '"') for l in lines[1:]]
+        if csv_name == "training.csv":
+            lines[2] = lines[2].replace('"' + sixty_eight_points(five) + '"', LANDMARKS)   # all points equal
+        f.write_text("\n".join(lines) + "\n")
+    aligned = tmp_path / "AffectNet_aligned"
+    shutil.copytree(root / "Manually_Annotated_file_lists", aligned / "Manually_Annotated_file_lists")
+    manifest = align.align_folder(root / "Manually_Annotated" / "Manually_Annotated_Images",
+                                  aligned / "Manually_Annotated_Images", size=64, progress=False,
+                                  detector=f"affectnet:{root / 'Manually_Annotated_file_lists'}")
+    assert (manifest.status == "aligned").sum() == 10 and (manifest.status == "error").sum() == 1
+    row = manifest.set_index("source").loc[manifest.source[manifest.status == "aligned"].iloc[0]]
+    np.testing.assert_allclose([row.left_eye_x, row.mouth_right_y], [five[0, 0], five[4, 1]], atol=0.01)
+    ds = load("affectnet8", aligned)
+    assert len(ds) == 8 and ds.boxes is None and ds.info["dropped"] == {"not aligned": 1}
+    assert np.asarray(ds.decode(0)).shape == (64, 64, 3)             # the aligned face, not a face-box crop
+    assert len(load("affectnet8", aligned, "test")) == 2

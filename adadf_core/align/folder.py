@@ -368,8 +368,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     parser.add_argument("src", help="folder tree of images (e.g. SFEW's Train/ with one folder per emotion)")
     parser.add_argument("dst", help="output folder (same tree; created)")
     parser.add_argument("--detector", default="mtcnn",
-                        help="'mtcnn' (default), 'landmarks' (finds EmoLabel/landmarks.csv near SRC) or "
-                             "'landmarks:<csv>' (recorded landmarks)")
+                        help="'mtcnn' (default), 'landmarks' (finds EmoLabel/landmarks.csv near SRC), "
+                             "'landmarks:<csv>' (recorded landmarks) or 'affectnet:<training.csv>' (AffectNet's "
+                             "own 68 landmarks, SRC = Manually_Annotated_Images)")
     parser.add_argument("--size", type=int, default=100, help="output width and height in pixels (100)")
     parser.add_argument("--multi-face", choices=MULTI_FACE_RULES, default="largest",
                         help="face to align when an image holds several (largest)")
