@@ -233,13 +233,13 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
                                             "list unreadable and duplicated images, and write a manifest with "
                                             "a content hash of the set. Exit status 0: matches and clean; 1: "
                                             "differences or problems listed; 2: the copy cannot be read.")
-    p.add_argument("--dataset", required=True, choices=DATASET_NAMES)
+    p.add_argument("--dataset", required=True, choices=DATASET_NAMES, help="the data set's name, as for adadf train")
     p.add_argument("--data-root", required=True, help="the data set's folder, as given to adadf train")
     p.add_argument("--out", default=None, help="folder for manifest.csv and check-data.json "
                                                "(default: check-data/<dataset> in the current folder)")
     p.add_argument("--class-names", default=None, help="imagefolder only: 'raf' reads folders 1..7 as RAF-DB")
     p.add_argument("--no-decode", action="store_true", help="hash the files but do not decode them (faster)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     out = Path(args.out) if args.out else Path("check-data") / args.dataset
     try:
