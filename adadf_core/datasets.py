@@ -73,7 +73,7 @@ RAF_LABEL_FILE = "EmoLabel/list_patition_label.txt"
 @dataclass
 class SplitIndex:
     paths: list[Path]                       # absolute image paths
-    names: list[str]                        # image paths relative to the root
+    names: list[str]                        # image paths relative to the root (``extra["base"]`` when set)
     ids: list[str]                          # the names the data set's own label files use
     labels: np.ndarray                      # int64 [N], 0-based, the data set's label order
     class_names: list[str]
@@ -195,7 +195,7 @@ def _index_raf(root: Path, split: str, synthfer: bool) -> SplitIndex:
         ids.append(line.name)
         labels.append(label)
     index = SplitIndex(paths, names, ids, np.asarray(labels, dtype=np.int64), list(RAF_CLASSES),
-                       extra=dict(label_file=str(label_file)))
+                       extra=dict(label_file=str(label_file), base=str(base)))
     if synthfer:
         index.gt = _read_distribution(root, ids)
     elif split == "train" and paths:
@@ -223,7 +223,7 @@ def _index_raf_folders(base: Path, split: str) -> SplitIndex:
     if csv_file is not None:
         _check_raf_csv(csv_file, index)
     index.ids = [Path(n).name for n in index.names]
-    index.extra = dict(label_file=str(csv_file) if csv_file else "", class_folders=str(split_dir))
+    index.extra = dict(label_file=str(csv_file) if csv_file else "", class_folders=str(split_dir), base=str(base))
     return index
 
 
@@ -235,7 +235,7 @@ def _check_raf_csv(csv_file: Path, index: SplitIndex) -> None:
     in_folders = {sample_key(n): (n, int(lab)) for n, lab in zip(index.names, index.labels)}
     for key, line in listed.items():
         if key not in in_folders:
-            raise DatasetError(f"{csv_file}:{line.lineno}: {line.name} is not in any class folder of {index.names[0].split('/')[0]}/")
+            raise DatasetError(f"{csv_file}:{line.lineno}: {line.name} is not in any class folder 1..7")
         name, label = in_folders[key]
         if line.value != label + 1:
             raise DatasetError(f"{csv_file}:{line.lineno}: {line.name} has label {line.value} but lies in "
@@ -802,6 +802,7 @@ def load_split(name: str, root: Optional[str | Path], split: str, image_size: in
         root = synthfer.ensure()
     root = Path(root)
     index = index_split(name, root, split, class_names)
+    root = Path(index.extra.get("base", root))        # RAF-DB given by its archive folder: names are under basic/
     file_labels = None
     if split == "train" and noise_file is not None:
         if noise_rate:

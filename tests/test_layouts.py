@@ -117,7 +117,8 @@ def test_raf_archive_top_folder_and_images_without_suffix(tmp_path):
     make_raf(tmp_path / "RAF-DB" / "basic")
     hidden_files(tmp_path / "RAF-DB" / "basic" / "Image" / "aligned")
     ds = load("raf", tmp_path / "RAF-DB")                              # the archive's top folder
-    assert len(ds) == 10 and ds.root == tmp_path / "RAF-DB"
+    assert len(ds) == 10 and ds.root == tmp_path / "RAF-DB" / "basic"    # names stay relative to the root
+    assert (ds.root / ds.names[0]).is_file()
     aligned = tmp_path / "RAF-DB" / "basic" / "Image" / "aligned"
     for p in aligned.glob("*_aligned.jpg"):
         p.rename(p.with_name(p.name.replace("_aligned", "")))
