@@ -429,6 +429,14 @@ SFEW_SPLIT_DIRS = {"train": ("Train/Train_Aligned_Faces", "Train/Train", "Train"
                    "test": ("Val/Val_Aligned_Faces", "Val/Val", "Val")}
 
 
+def sfew_frames_dir(root: str | Path, split: str) -> Path:
+    """The folder of SFEW's unaligned frames for ``split`` ("train" / "test"): ``Train/Train`` (``Val/Val``)
+    as distributed, else ``Train`` (``Val``); what `adadf align` takes as its source."""
+    root = Path(root)
+    frames, plain = SFEW_SPLIT_DIRS[split][1:]
+    return root / frames if _holds_classes(root / frames, SFEW_CLASSES) else root / plain
+
+
 def _holds_classes(folder: Path, class_names: list[str]) -> bool:
     wanted = {c.casefold() for c in class_names}
     return folder.is_dir() and any(p.name.casefold() in wanted for p in _subfolders(folder))

@@ -322,3 +322,10 @@ def test_affectnet_2017_aligned_with_its_own_landmarks(tmp_path):
     assert len(ds) == 8 and ds.boxes is None and ds.info["dropped"] == {"not aligned": 1}
     assert np.asarray(ds.decode(0)).shape == (64, 64, 3)             # the aligned face, not a face-box crop
     assert len(load("affectnet8", aligned, "test")) == 2
+
+
+def test_sfew_frames_dir_finds_the_frames_to_align(tmp_path):
+    from adadf_core.datasets import sfew_frames_dir
+    root = make_sfew_distributed(tmp_path / "SFEW_2")
+    assert sfew_frames_dir(root, "test") == root / "Val" / "Val"          # not Val_Aligned_Faces
+    assert sfew_frames_dir(root, "train") == root / "Train"               # no Train/Train here: the split folder
