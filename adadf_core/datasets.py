@@ -47,7 +47,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from .images import ImageDecodeError, decoded_size, is_hidden
+from .images import ImageDecodeError, check_complete, decoded_size, is_hidden
 from .images import decode_image as _decode_any
 from .labelfiles import (AFFECTNET_CSV_HEADER, DatasetError, DatasetNotFoundError, LabelLine, check_label,
                          parse_noise_spec, read_affectnet_csv, read_label_file, read_label_lines, read_text_file,
@@ -678,6 +678,18 @@ def _cache_key(paths: Sequence[Path], sizes: np.ndarray, pre_done: np.ndarray, t
     )).encode()).hexdigest()[:20]
 
 
+def _check_files(paths: Sequence[Path], boxes: Optional[np.ndarray]) -> None:
+    """Without a cache, at load rather than mid-epoch: every header is read (`_store_sizes`) and every
+    JPEG / PNG that lacks its end marker (`images.check_complete`) is decoded, so a file cut short fails
+    here, naming it (a file with data after its end marker decodes and passes)."""
+    _store_sizes(paths, None, boxes)
+    for p in paths:
+        try:
+            check_complete(p)
+        except ImageDecodeError:
+            decode_image(p)
+
+
 def build_store(paths: Sequence[Path], transform, mode: str, cache_dir: Optional[Path] = None,
                 progress: bool = True, desc: str = "decoding", boxes: Optional[np.ndarray] = None
                 ) -> tuple[ImageStore, np.ndarray]:
@@ -836,7 +848,7 @@ def load_split(name: str, root: Optional[str | Path], split: str, image_size: in
         store, pre_done = build_store(index.paths, transform, cache, cache_dir, progress,
                                       desc=f"decoding {name} {split}", boxes=index.boxes)
     elif check_files:
-        _store_sizes(index.paths, None, index.boxes)      # every header read now: a bad file fails here
+        _check_files(index.paths, index.boxes)
     return FERDataset(name, root, split, index, labels, transform, store, pre_done, noise)
 
 

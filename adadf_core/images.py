@@ -94,6 +94,21 @@ def decoded_size(path: str | os.PathLike) -> tuple[int, int]:
     return (height, width) if orientation in _SWAPPING_ORIENTATIONS else (width, height)
 
 
+def check_complete(path: str | os.PathLike) -> None:
+    """Raise `ImageDecodeError` when a JPEG or PNG file lacks its end marker (JPEG ``FF D9`` in its last
+    KiB, PNG ``IEND`` in its last 64 bytes): the usual sign of a file cut short by a copy or download.
+    Reads the first and last bytes only; other formats pass unchecked."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        fh.seek(max(0, os.path.getsize(path) - 1024))
+        tail = fh.read()
+    if head.startswith(b"\xff\xd8") and b"\xff\xd9" not in tail:
+        raise ImageDecodeError(path, "truncated: the JPEG end-of-image marker is missing")
+    if head.startswith(b"\x89PNG") and b"IEND" not in tail[-64:]:
+        raise ImageDecodeError(path, "truncated: the PNG IEND chunk is missing")
+
+
 def _to_rgb(img: Image.Image) -> tuple[Image.Image, str]:
     mode = img.mode
     if mode in SIXTEEN_BIT_MODES:

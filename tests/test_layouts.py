@@ -329,3 +329,13 @@ def test_sfew_frames_dir_finds_the_frames_to_align(tmp_path):
     root = make_sfew_distributed(tmp_path / "SFEW_2")
     assert sfew_frames_dir(root, "test") == root / "Val" / "Val"          # not Val_Aligned_Faces
     assert sfew_frames_dir(root, "train") == root / "Train"               # no Train/Train here: the split folder
+
+
+def test_cache_none_finds_a_file_cut_short_at_load(raf_root):
+    img = raf_root / "Image" / "aligned" / "train_00003_aligned.jpg"
+    data = img.read_bytes()
+    img.write_bytes(data + b"\x00" * 2048 + b"trailer a camera appended")   # data after the end: still fine
+    assert len(load("raf", raf_root, cache="none")) == 10
+    img.write_bytes(data[: len(data) * 2 // 3])                 # the header survives, the end does not
+    with pytest.raises(DatasetError, match=r"cannot decode image .*train_00003_aligned.jpg: OSError: image file is truncated"):
+        load("raf", raf_root, cache="none")
