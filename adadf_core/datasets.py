@@ -26,8 +26,8 @@ proportion to its share of the split (largest remainder), before any noise is ap
 Decoded-image cache: ``cache="memory"`` decodes every image once into one uint8 buffer; ``"mmap"`` writes
 that buffer to ``<cache_dir>/<key>.npy`` (default cache dir: $ADADF_CACHE or <repo>/data/cache) and
 memory-maps it (re-used by later runs; one file per split and stored size); a ``"memory"`` cache above
-``MEMORY_CACHE_LIMIT_GB`` is memory-mapped instead. ``"none"`` decodes on every access (every header is
-read at load, so a bad file fails there). Images are stored after the
+``MEMORY_CACHE_LIMIT_GB`` is memory-mapped instead. ``"none"`` decodes on every access (at load every
+header is read and files cut short are decoded, so they fail there: `_check_files`). Images are stored after the
 transform's deterministic resize when that shrinks them (otherwise at their decoded size), so a cached
 and an uncached data set return identical tensors.
 """
