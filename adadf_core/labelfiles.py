@@ -87,8 +87,9 @@ class LabelLine:
 
 
 def read_label_lines(path: str | Path, what: str, expected: str, header: tuple[str, ...] = ()) -> list[LabelLine]:
-    """``name label`` lines (space, tab or comma separated; blank lines and ``#`` comments skipped). With
-    ``header`` the first line must be those column names (a CSV such as ``image,label``)."""
+    """``name label`` lines: the label is the last blank-separated field, so a name (a path) may hold
+    spaces; blank lines and ``#`` comments are skipped. With ``header`` the file is a CSV whose first line
+    must be those column names (such as ``image,label``)."""
     path = Path(path)
     if not path.is_file():
         raise DatasetNotFoundError(f"{what} {path} not found; expected lines {expected}")
@@ -103,8 +104,8 @@ def read_label_lines(path: str | Path, what: str, expected: str, header: tuple[s
     for lineno, line in enumerate(lines[start:], start + 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        parts = line.replace(",", " ").split()
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+        parts = [c.strip() for c in line.rsplit(",", 1)] if header else line.strip().rsplit(None, 1)
+        if len(parts) != 2 or not parts[0] or not parts[1].lstrip("-").isdigit():
             raise DatasetError(f"{path}:{lineno}: cannot parse {line!r}; expected {expected}")
         out.append(LabelLine(lineno, parts[0], int(parts[1])))
     return out

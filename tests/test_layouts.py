@@ -183,6 +183,8 @@ def test_scn_format_noise_file_absolute_and_relative_paths(raf_root, tmp_path):
     assert ds.labels[0] == 6 and ds.labels[3] == 0 and int(ds.flipped.sum()) == 2
     same = load("raf", raf_root, noise_file=f, noise_format="scn")
     assert same.labels.tolist() == ds.labels.tolist()
+    f.write_text("/data/My Datasets/RAF-DB/Image/aligned/train_00001_aligned.jpg\t6\n")   # a space in the path
+    assert load("raf", raf_root, noise_file=f"scn:{f}").labels[0] == 6
 
 
 def test_zero_based_file_read_as_raf_asks_0_based(raf_root, tmp_path):
