@@ -19,10 +19,12 @@ LANDMARKS = '"' + ";".join(["10.5"] * 136) + '"'        # 68 points, as the rele
 
 
 def hidden_files(folder):
-    """What a Mac leaves in a folder: .DS_Store and AppleDouble ._ files (not images)."""
+    """What a Mac leaves in a folder: .DS_Store, AppleDouble ._ files (not images) and a zip's __MACOSX/."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     (folder / "._face.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (folder / "__MACOSX").mkdir(exist_ok=True)
+    (folder / "__MACOSX" / "._face.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
 
 
 # --------------------------------------------------------------------------- AffectNet 2017 release
