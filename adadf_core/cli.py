@@ -24,6 +24,7 @@ COMMANDS = {
     "predict": ("adadf_core.cli:predict_main", "class probabilities for your own images with a trained run"),
     "export": ("adadf_core.cli:export_main", "write a run's inference branch as ONNX or TorchScript, with metadata"),
     "align": ("adadf_core.align:cli_main", "detect and align faces in a folder tree (MTCNN + similarity transform)"),
+    "check-data": ("adadf_core.checkdata:cli_main", "compare a data set copy with the official counts; manifest and content hash"),
     "reproduce": ("adadf_core.pipeline:cli_main", "run every notebook with papermill and write results/<dataset>/"),
 }
 

@@ -21,6 +21,17 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
         raise
 
 
+def sha256_file(path: str | Path) -> tuple[int, str]:
+    """(size in bytes, SHA-256 hex digest) of a file's bytes, read in 1 MiB chunks."""
+    import hashlib
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
 def write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda p: p.write_text(text))
 

@@ -25,6 +25,9 @@ Policy (one for every caller)
   32-bit float (F) images are converted the same way (values clipped to 0..255).
 - An unreadable file raises `ImageDecodeError` (a ValueError) whose message names the path; a missing
   file raises FileNotFoundError naming the path.
+- Hidden files and folders are never inputs (`is_hidden`): names starting with '.' (``.DS_Store``, the
+  AppleDouble ``._name`` files macOS writes beside every file on a foreign disk) and ``__MACOSX``
+  folders (what a zip made on a Mac holds).
 """
 from __future__ import annotations
 
@@ -41,6 +44,12 @@ _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
 _EXIF_ORIENTATION_TAG = 0x0112
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
                   Image.DecompressionBombError)
+
+
+def is_hidden(name: str) -> bool:
+    """True for a file or folder name that is never a data-set input: ``.DS_Store``, ``._face.jpg``
+    (AppleDouble), any other name starting with '.', and ``__MACOSX``."""
+    return name.startswith(".") or name == "__MACOSX"
 
 
 class ImageDecodeError(ValueError):
@@ -83,6 +92,21 @@ def decoded_size(path: str | os.PathLike) -> tuple[int, int]:
     except _DECODE_ERRORS as exc:
         raise ImageDecodeError(path, f"{type(exc).__name__}: {exc}") from exc
     return (height, width) if orientation in _SWAPPING_ORIENTATIONS else (width, height)
+
+
+def check_complete(path: str | os.PathLike) -> None:
+    """Raise `ImageDecodeError` when a JPEG or PNG file lacks its end marker (JPEG ``FF D9`` in its last
+    KiB, PNG ``IEND`` in its last 64 bytes): the usual sign of a file cut short by a copy or download.
+    Reads the first and last bytes only; other formats pass unchecked."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        fh.seek(max(0, os.path.getsize(path) - 1024))
+        tail = fh.read()
+    if head.startswith(b"\xff\xd8") and b"\xff\xd9" not in tail:
+        raise ImageDecodeError(path, "truncated: the JPEG end-of-image marker is missing")
+    if head.startswith(b"\x89PNG") and b"IEND" not in tail[-64:]:
+        raise ImageDecodeError(path, "truncated: the PNG IEND chunk is missing")
 
 
 def _to_rgb(img: Image.Image) -> tuple[Image.Image, str]:

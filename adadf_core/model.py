@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,11 +48,14 @@ class LoadReport:
     ignored: list[str] = field(default_factory=list)
     defaulted: list[str] = field(default_factory=list)
     stripped_prefix: bool = False
+    expected: int = 0                       # the model's non-fc tensors (M in "loaded N of M")
+    sha256: str = ""                        # of the file's bytes: recorded in the run's config.json
+    warnings: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return (f"loaded {len(self.loaded)} tensors from {self.path} ({self.layout} layout"
-                f"{', module. prefix stripped' if self.stripped_prefix else ''}); ignored "
-                f"{', '.join(self.ignored) or 'nothing'}")
+        return (f"loaded {len(self.loaded)} of {self.expected} tensors from {self.path} ({self.layout} layout"
+                f"{', module. prefix stripped' if self.stripped_prefix else ''}; sha256 {self.sha256[:16]}); "
+                f"ignored {', '.join(self.ignored) or 'nothing'}")
 
 
 def _read_state_dict(path: Path, trust_pickle: bool = False) -> tuple[dict[str, Tensor], str, bool]:
@@ -106,7 +110,24 @@ def _load_into_resnet(resnet: nn.Module, path: Path, trust_pickle: bool = False)
             own[key].copy_(state[key].to(own[key].dtype))
     return LoadReport(path=str(path), layout=layout, loaded=sorted(given),
                       ignored=sorted(k for k in state if k.startswith("fc.")),
-                      defaulted=sorted(expected - given), stripped_prefix=stripped)
+                      defaulted=sorted(expected - given), stripped_prefix=stripped, expected=len(expected),
+                      warnings=untrained_signs(state))
+
+
+def untrained_signs(state: dict[str, Tensor]) -> list[str]:
+    """Why a ResNet state dict looks untrained (empty when it does not): every BatchNorm layer still at
+    its initial values (weight 1, bias 0, running mean 0, running variance 1), or every weight finite
+    but the whole file constant."""
+    bn = [k[: -len(".running_mean")] for k in state if k.endswith(".running_mean")]
+    def initial(prefix: str) -> bool:
+        parts = {n: state.get(f"{prefix}.{n}") for n in ("weight", "bias", "running_mean", "running_var")}
+        return all(t is not None for t in parts.values()) and bool(
+            (parts["weight"] == 1).all() and (parts["bias"] == 0).all()
+            and (parts["running_mean"] == 0).all() and (parts["running_var"] == 1).all())
+    if bn and all(initial(p) for p in bn):
+        return [f"all {len(bn)} BatchNorm layers hold their initial values (weight 1, bias 0, running mean 0, "
+                "variance 1): the weights look untrained (a freshly initialised network saved to a file?)"]
+    return []
 
 
 def make_resnet(backbone: str = "resnet18") -> torchvision.models.ResNet:
@@ -128,18 +149,28 @@ def _as_resnet_view(module: nn.Module) -> nn.Module:
                     f"got {type(module).__name__}")
 
 
-def load_pretrained(module_or_resnet: nn.Module, path: Union[str, Path], trust_pickle: bool = False) -> LoadReport:
+def load_pretrained(module_or_resnet: nn.Module, path: Union[str, Path], trust_pickle: bool = False,
+                    verbose: bool = True) -> LoadReport:
     """Load local weights into a torchvision ResNet (or both branches of an ``AdaDFNet`` / a
     ``SingleNet``). Accepts ``{'state_dict': sd}`` (the MS-Celeb ``resnet18_msceleb.pth`` layout), a raw
     state dict or a torchvision ImageNet checkpoint; strips ``module.`` prefixes. Every non-fc key must
     fit exactly (fc.* is ignored; ``num_batches_tracked`` may be absent in old files), otherwise a
-    ``PretrainedLoadError`` names the path and the missing / unexpected / mismatched keys."""
+    ``PretrainedLoadError`` names the path and the missing / unexpected / mismatched keys. Prints
+    ``loaded N of M tensors`` with the file's SHA-256 (``verbose``) and warns when the weights look
+    untrained (`untrained_signs`)."""
     path = Path(path)
     target = _as_resnet_view(module_or_resnet)
     if isinstance(target, list):  # AdaDFNet: one view per branch, the trunk shared
-        reports = [_load_into_resnet(view, path, trust_pickle) for view in target]
-        return reports[0]
-    return _load_into_resnet(target, path, trust_pickle)
+        report = [_load_into_resnet(view, path, trust_pickle) for view in target][0]
+    else:
+        report = _load_into_resnet(target, path, trust_pickle)
+    from .fileio import sha256_file
+    report.sha256 = sha256_file(path)[1]
+    if verbose:
+        print(f"pretrained weights: {report}")
+    for text in report.warnings:
+        warnings.warn(f"pretrained weights {path}: {text}", stacklevel=2)
+    return report
 
 
 # ----------------------------------------------------------------------------------------- models

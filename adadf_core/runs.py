@@ -340,11 +340,13 @@ class RunWriter:
         from .device import environment
         device = next(model.parameters()).device
         env = dict(environment(device), weights=getattr(model, "pretrained_source", None) or "scratch",
+                   weights_sha256=getattr(getattr(model, "load_report", None), "sha256", None),
                    num_classes=int(train_set.num_classes), class_names=list(train_set.class_names),
                    num_train=len(train_set))
         if resumed:   # the model was rebuilt without the pretrained file: keep the record
             old = read_json(self.path / "config.json", "run config").get("environment", {})
             env["weights"] = old.get("weights", cfg.pretrained or "scratch")
+            env["weights_sha256"] = old.get("weights_sha256")
         self.json("config.json", {"config": dataclasses.asdict(cfg), "environment": env})
 
     def begin_epoch(self) -> None:

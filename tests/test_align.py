@@ -462,3 +462,80 @@ def test_alignment_notebook_runs_on_synthfer_with_recorded_landmarks(tmp_path):
     assert summary["aligned"] == 16
     assert (out / "tables" / "alignment_manifest_summary.md").read_text().startswith("| status")
     assert len(list((out / "data" / "synthfer_aligned").glob("*.jpg"))) == 16
+
+
+# ----------------------------------------------------------------------------- the alignment record
+def test_alignment_record_is_complete_and_its_hash_reproducible(tree, tmp_path):
+    import json
+
+    src, csv, _ = tree
+    (src / "Train" / "Happy" / "._a.jpg").write_bytes(b"\x00\x05\x16\x07AppleDouble")   # Mac leftovers: not inputs
+    (src / "Train" / ".DS_Store").write_bytes(b"Bud1")
+    (src / "__MACOSX").mkdir()
+    (src / "__MACOSX" / "x.jpg").write_bytes(b"junk")
+    first = align_folder(src, tmp_path / "one", detector=f"landmarks:{csv}", progress=False, size=112)
+    assert len(first) == 9 and not any("._" in s or "MACOSX" in s for s in first["source"])
+    record = json.loads((tmp_path / "one" / align.ALIGN_RECORD).read_text())
+    assert record["detector"]["detector"] == "recorded landmarks" and len(record["detector"]["file_sha256"]) == 64
+    assert record["parameters"] == dict(size=[112, 112], multi_face="largest", min_image_size=32, batch_size=16,
+                                        redo=False, limit=None)
+    np.testing.assert_allclose(record["template"], align.reference_template(112), atol=1e-4)
+    assert record["counts"] == {"aligned": 5, "no_face": 1, "too_small": 1, "unreadable": 2}
+    assert record["aligned_faces"] == 5 and set(record["software"]) == {"scikit-image", "Pillow", "numpy"}
+    again = align_folder(src, tmp_path / "one", detector=f"landmarks:{csv}", progress=False, size=112)   # skips
+    assert json.loads((tmp_path / "one" / align.ALIGN_RECORD).read_text())["aligned_sha256"] == record["aligned_sha256"]
+    align_folder(src, tmp_path / "two", detector=f"landmarks:{csv}", progress=False, size=112, redo=True)
+    second = json.loads((tmp_path / "two" / align.ALIGN_RECORD).read_text())
+    assert second["aligned_sha256"] == record["aligned_sha256"]        # aligned afresh: the same faces
+    assert len(again) == 9
+    image = np.asarray(Image.open(src / "Train" / "Sad" / "c.jpg")).copy()
+    image[:5] = 0
+    Image.fromarray(image).save(src / "Train" / "Sad" / "c.jpg")
+    align_folder(src, tmp_path / "three", detector=f"landmarks:{csv}", progress=False, size=112)
+    third = json.loads((tmp_path / "three" / align.ALIGN_RECORD).read_text())
+    assert third["aligned_sha256"] != record["aligned_sha256"]          # one input changed: another set
+
+
+@pytest.mark.align
+@needs_mtcnn
+def test_mtcnn_alignment_record_names_the_versions_and_repeats_its_hash(tmp_path):
+    import json
+
+    from skimage import data
+
+    src = tmp_path / "src" / "Happy"
+    src.mkdir(parents=True)
+    Image.fromarray(data.astronaut()).save(src / "astronaut.png")
+    hashes = []
+    for dst in ("a", "b"):                                    # two separate MTCNN processes
+        align_folder(tmp_path / "src", tmp_path / dst, detector="mtcnn", progress=False)
+        record = json.loads((tmp_path / dst / align.ALIGN_RECORD).read_text())
+        hashes.append(record["aligned_sha256"])
+    assert set(record["detector"]["versions"]) == {"tensorflow", "mtcnn"} and record["detector"]["versions"]["mtcnn"][0].isdigit()
+    assert record["detector"]["options"]["thresholds"] == [0.6, 0.7, 0.8] and record["aligned_faces"] == 1
+    assert hashes[0] == hashes[1]
+
+
+def test_sfew_like_frames_deal_every_emotion_to_both_splits_with_reference_landmarks(tmp_path):
+    class EveryOther:
+        """Finds a face with fixed landmarks on every other photo."""
+        name = "stub"
+
+        def detect(self, images, names=None):
+            points = align.reference_template(100) + 30
+            return [[Face((30, 30, 130, 130), 0.99, points)] if i % 2 == 0 else [] for i in range(len(images))]
+
+    frames = align.sfew_like_frames(tmp_path / "frames", EveryOther(), n_faces=28, n_non_faces=3)
+    faces = frames[frames.reference]
+    assert len(frames) == 31 and len(faces) == 14 + 2            # faces 0, 2, ..., 26 and non-faces 0, 2
+    assert set(frames[frames.split == "Val"].emotion) == set(align.walkthrough.SFEW_EMOTIONS)
+    assert set(frames[frames.split == "Train"].emotion) == set(align.walkthrough.SFEW_EMOTIONS)
+    assert (frames[~frames.reference | (frames.kind == "non-face")].split == "Train").all()
+    assert all((tmp_path / "frames" / n).is_file() for n in frames.name)
+    assert Image.open(tmp_path / "frames" / frames.name[0]).size == (160, 160)
+    recorded = pd.read_csv(tmp_path / "frames" / "EmoLabel" / "landmarks.csv")
+    assert list(recorded.name) == list(frames.name[frames.reference])
+    # a reference point is the upright landmark carried through a similarity: eye distance scaled by 0.85-1.15
+    eyes = recorded[["left_eye_x", "left_eye_y", "right_eye_x", "right_eye_y"]].to_numpy()
+    ratio = np.hypot(eyes[:, 2] - eyes[:, 0], eyes[:, 3] - eyes[:, 1]) / np.ptp(align.reference_template(100)[:2, 0])
+    assert ((ratio > 0.84) & (ratio < 1.16)).all()

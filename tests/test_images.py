@@ -183,3 +183,16 @@ def test_the_decoded_image_store_accepts_exif_rotated_images(tmp_path):
             save_with_orientation(tmp_path / split / c / "0.jpg", red_left_blue_right(), 6)
     ds = load_split("imagefolder", tmp_path, "train", image_size=100, progress=False)
     assert ds.raw_image(0).size == (20, 40)
+
+
+def test_check_complete_spots_a_missing_end_marker(tmp_path):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.jpg")
+    images.check_complete(tmp_path / "a.png")
+    images.check_complete(tmp_path / "a.jpg")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "a.png").read_bytes()[:-12])      # without its IEND chunk
+    with pytest.raises(images.ImageDecodeError, match=r"cut.png: not a readable image \(truncated: the PNG IEND"):
+        images.check_complete(tmp_path / "cut.png")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "a.jpg").read_bytes()[:-2])
+    with pytest.raises(images.ImageDecodeError, match=r"cut.jpg: .*JPEG end-of-image marker is missing"):
+        images.check_complete(tmp_path / "cut.jpg")

@@ -255,3 +255,38 @@ def test_bf16_autocast_losses_are_float32_and_finite():
         assert parts[key].dtype == torch.float32 and torch.isfinite(parts[key]).all(), key
     parts["loss"].backward()
     assert _grad_norm(model.branch1.layer2.parameters()) > 0
+
+
+def test_load_pretrained_reports_n_of_m_its_sha256_and_untrained_weights(tmp_path, source_sd, capsys):
+    import hashlib
+    path = tmp_path / "fresh.pth"
+    torch.save({"state_dict": source_sd}, path)                  # a freshly initialised ResNet-18
+    with pytest.warns(UserWarning, match=r"fresh.pth: all 20 BatchNorm layers hold their initial values .* look untrained"):
+        report = load_pretrained(torchvision.models.resnet18(weights=None), path)
+    assert report.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert f"pretrained weights: loaded 120 of 120 tensors from {path}" in capsys.readouterr().out
+    trained = {k: (v + 0.5 if k.endswith("running_mean") else v) for k, v in source_sd.items()}
+    torch.save(trained, tmp_path / "trained.pth")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        old = {k: v for k, v in trained.items() if not k.endswith("num_batches_tracked")}
+        torch.save(old, tmp_path / "old.pth")
+        report = load_pretrained(torchvision.models.resnet18(weights=None), tmp_path / "old.pth")
+    assert report.warnings == [] and str(report).startswith("loaded 100 of 120 tensors")
+
+
+@pytest.mark.slow
+def test_a_run_records_the_weights_sha256(tmp_path, tiny_synthfer, source_sd):
+    import hashlib
+    import json
+    from adadf_core.config import make_config, resolve_config
+    from adadf_core.train import fit
+    path = tmp_path / "w.pth"
+    torch.save({k: (v + 0.5 if k.endswith("running_mean") else v) for k, v in source_sd.items()}, path)
+    cfg = resolve_config(make_config("synthfer", data_root=str(tiny_synthfer), method="baseline", epochs=1,
+                                     image_size=32, batch_size=16, pretrained=str(path), progress=False,
+                                     run_dir=str(tmp_path / "run"), num_workers=0))
+    fit(cfg)
+    env = json.loads((tmp_path / "run" / "config.json").read_text())["environment"]
+    assert env["weights"] == str(path) and env["weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -354,8 +354,8 @@ def test_ctrl_c_is_one_line_with_the_resume_command(tiny_synthfer, tmp_path, mon
 def test_non_utf8_label_file_names_the_file(raf_root):
     from adadf_core.datasets import DatasetError, load_split
     label_file = raf_root / "EmoLabel" / "list_patition_label.txt"
-    label_file.write_bytes(label_file.read_bytes() + "caf\xe9.jpg 3\n".encode("latin-1"))
-    with pytest.raises(DatasetError, match=r"list_patition_label.txt: not UTF-8 text \(byte 0xe9 on line 18\)"):
+    label_file.write_bytes(label_file.read_bytes() + "\u20ac.jpg 3\n".encode("cp1252"))     # 0x80: ambiguous
+    with pytest.raises(DatasetError, match=r"list_patition_label.txt: not UTF-8 text \(byte 0x80 on line 18\)"):
         load_split("raf", raf_root, "train", image_size=32)
 
 

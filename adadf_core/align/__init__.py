@@ -12,8 +12,12 @@ Modules (every public name is re-exported here, so ``from adadf_core import alig
   `_mtcnn_worker`), `LandmarkFileDetector` (recorded landmarks), `make_detector`, `choose_face`,
   `align_detected`.
 - `pixels`: `load_rgb` (files, through `adadf_core.images.decode_image`), `example_photos`.
-- `folder`: `align_folder`, `cli_main`, `list_inputs`, `read_manifest`, `manifest_summary`.
+- `folder`: `align_folder`, `cli_main`, `list_inputs`, `read_manifest`, `manifest_summary`, and the
+  record beside the manifest (`ALIGN_RECORD`, ``alignment.json``: detector, versions, parameters,
+  template, `aligned_set_hash`).
 - `report`: `landmark_error_report` (detected vs recorded landmarks, SynthFER).
+- `walkthrough`: `sfew_like_frames` (unaligned SFEW-style frames from scikit-image's real photographs,
+  with reference landmarks; notebook 01's SFEW walk-through).
 The figures notebook 01 shows are in `adadf_core.plots` ("alignment" section).
 
 Landmark order everywhere: left eye, right eye, nose tip, left mouth corner, right mouth corner, where
@@ -22,12 +26,13 @@ TensorFlow is imported only by the worker process.
 """
 from .detectors import (MULTI_FACE_RULES, Detector, Face, LandmarkFileDetector, MTCNNDetector, align_detected,
                         choose_face, make_detector, mtcnn_available)
-from .folder import (MANIFEST_COLUMNS, STATUSES, align_folder, cli_main, list_inputs, manifest_summary,
+from .folder import (ALIGN_RECORD, MANIFEST_COLUMNS, STATUSES, aligned_set_hash, align_folder, cli_main, list_inputs, manifest_summary,
                      read_manifest)
 from .geometry import (LANDMARK_NAMES, TEMPLATE_96x112, TEMPLATE_112x112, align_face, reference_template,
                        similarity_to_template)
 from .pixels import example_photos, load_rgb
 from .report import LandmarkErrorReport, landmark_error_report
+from .walkthrough import sfew_like_frames
 
 __all__ = [
     "LANDMARK_NAMES", "TEMPLATE_112x112", "TEMPLATE_96x112", "reference_template", "similarity_to_template",
@@ -35,7 +40,8 @@ __all__ = [
     "Face", "Detector", "MTCNNDetector", "LandmarkFileDetector", "mtcnn_available", "make_detector",
     "MULTI_FACE_RULES", "choose_face", "align_detected",
     "load_rgb", "example_photos",
-    "STATUSES", "MANIFEST_COLUMNS", "align_folder", "cli_main", "list_inputs", "read_manifest",
+    "STATUSES", "MANIFEST_COLUMNS", "ALIGN_RECORD", "aligned_set_hash", "align_folder", "cli_main", "list_inputs", "read_manifest",
     "manifest_summary",
     "LandmarkErrorReport", "landmark_error_report",
+    "sfew_like_frames",
 ]

@@ -99,9 +99,10 @@ def serve(options: dict) -> int:
 
     try:
         init(**options)
-        import mtcnn
+        from importlib.metadata import version
+
         import tensorflow as tf
-        send(("ready", {"tensorflow": tf.__version__, "mtcnn": getattr(mtcnn, "__version__", "?")}))
+        send(("ready", {"tensorflow": tf.__version__, "mtcnn": version("mtcnn")}))
     except BaseException:
         send(("error", traceback.format_exc()))
         return 1

@@ -81,6 +81,11 @@ class MTCNNDetector:
         self._log = None
         self.versions: dict = {}
 
+    def describe(self) -> dict:
+        """What the alignment record keeps: the detector, its versions (once started) and every option."""
+        return {"detector": "mtcnn (the `mtcnn` package, bundled weights)", "versions": dict(self.versions),
+                "options": dict(self._options)}
+
     def _start(self) -> None:
         import json
         import subprocess
@@ -201,8 +206,36 @@ class LandmarkFileDetector:
             self._records[key] = (row[0], row[1], points)
         self._by_basename = {Path(k).name: v for k, v in self._records.items()}
 
+    @classmethod
+    def from_affectnet_csv(cls, csv_path: str | os.PathLike) -> "LandmarkFileDetector":
+        """The 68 landmarks AffectNet's 2017 release gives per image (``facial_landmarks`` of
+        training.csv / validation.csv: ``x1;y1;...;x68;y68``) reduced to the five points: the centres of
+        points 37-42 and 43-48 (the eyes), point 31 (nose tip), 49 and 55 (mouth corners), 1-based iBUG
+        numbering. Images are looked up by ``subDirectory_filePath``; no size is recorded, so no scaling.
+        ``csv_path`` may be the folder holding training.csv and validation.csv: both are read."""
+        from ..labelfiles import read_affectnet_csv
+        self = cls.__new__(cls)
+        self.path, self.name = Path(csv_path), f"affectnet:{csv_path}"
+        files = [self.path / n for n in ("training.csv", "validation.csv")] if self.path.is_dir() else [self.path]
+        self._records = {}
+        for csv_file, (lineno, row) in ((f, r) for f in files for r in read_affectnet_csv(f)):
+            try:
+                points = np.asarray([float(v) for v in row[5].split(";")], dtype=np.float64).reshape(68, 2)
+            except ValueError:
+                raise ValueError(f"{csv_file}:{lineno}: facial_landmarks is not 136 numbers separated by ';'") from None
+            five = np.stack([points[36:42].mean(axis=0), points[42:48].mean(axis=0), points[30], points[48], points[54]])
+            self._records[row[0].strip().replace("\\", "/")] = (0.0, 0.0, _image_left_order(five))
+        self._by_basename = {Path(k).name: v for k, v in self._records.items()}
+        return self
+
     def __len__(self) -> int:
         return len(self._records)
+
+    def describe(self) -> dict:
+        from ..fileio import sha256_file
+        files = sorted(self.path.glob("*.csv")) if self.path.is_dir() else [self.path]
+        return {"detector": "recorded landmarks", "file": str(self.path),
+                "file_sha256": {f.name: sha256_file(f)[1] for f in files} if self.path.is_dir() else sha256_file(self.path)[1]}
 
     def names(self) -> list[str]:
         return list(self._records)
@@ -230,7 +263,8 @@ class LandmarkFileDetector:
 
 
 def make_detector(spec: str | Detector, src: str | os.PathLike | None = None) -> Detector:
-    """``"mtcnn"``, ``"landmarks:<csv>"``, or ``"landmarks"`` (finds ``EmoLabel/landmarks.csv`` in
+    """``"mtcnn"``, ``"landmarks:<csv>"``, ``"affectnet:<training.csv>"`` (AffectNet's own 68 landmarks,
+    `LandmarkFileDetector.from_affectnet_csv`), or ``"landmarks"`` (finds ``EmoLabel/landmarks.csv`` in
     ``src`` or up to two folders above it, the SynthFER layout). A `Detector` instance is returned as is."""
     if not isinstance(spec, str):
         if not isinstance(spec, Detector):
@@ -240,6 +274,8 @@ def make_detector(spec: str | Detector, src: str | os.PathLike | None = None) ->
         return MTCNNDetector()
     if spec.startswith("landmarks:"):
         return LandmarkFileDetector(spec.split(":", 1)[1])
+    if spec.startswith("affectnet:"):
+        return LandmarkFileDetector.from_affectnet_csv(spec.split(":", 1)[1])
     if spec == "landmarks":
         if src is None:
             raise ValueError("detector='landmarks' needs a source folder to find EmoLabel/landmarks.csv in")
@@ -250,7 +286,8 @@ def make_detector(spec: str | Detector, src: str | os.PathLike | None = None) ->
                 return LandmarkFileDetector(candidate)
         raise FileNotFoundError(f"no EmoLabel/landmarks.csv in {start} or the two folders above it; "
                                 "pass detector='landmarks:<csv>'")
-    raise ValueError(f"unknown detector {spec!r}: expected 'mtcnn', 'landmarks' or 'landmarks:<csv>'")
+    raise ValueError(f"unknown detector {spec!r}: expected 'mtcnn', 'landmarks', 'landmarks:<csv>' or "
+                     "'affectnet:<training.csv>'")
 
 
 def choose_face(faces: Sequence[Face], rule: str = "largest") -> Face | None:

@@ -20,9 +20,13 @@ import pandas as pd
 
 from .detectors import MULTI_FACE_RULES, Detector, Face, choose_face, make_detector
 from .geometry import LANDMARK_NAMES, align_face, reference_template, size_wh
-from ..fileio import atomic_write
+from ..fileio import atomic_write, sha256_file, write_json
+from ..images import is_hidden
 from .pixels import load_rgb
 
+# Beside manifest.csv: how the folder was aligned and the content hash of what was written (no times in
+# it, so aligning the same input again with the same software writes the same file).
+ALIGN_RECORD = "alignment.json"
 STATUSES = ("aligned", "no_face", "unreadable", "too_small", "skipped_existing", "error")
 MANIFEST_COLUMNS = (
     ["source", "status", "output", "detector", "width", "height", "n_faces", "confidence",
@@ -54,16 +58,17 @@ def _save_image(pixels: np.ndarray, path: Path, fmt: str) -> None:
 
 def list_inputs(src: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[Path]:
     """Every regular file under ``src`` (sorted, relative paths), skipping hidden files and folders
-    (names starting with '.') and anything inside ``exclude`` (the output folder when it sits in src)."""
+    (`images.is_hidden`: names starting with '.', such as AppleDouble ``._*`` files, and ``__MACOSX``)
+    and anything inside ``exclude`` (the output folder when it sits in src)."""
     src = Path(src)
     excluded = Path(exclude).resolve() if exclude is not None else None
     found: list[Path] = []
     for folder, dirs, files in os.walk(src):
         folder_path = Path(folder)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+        dirs[:] = sorted(d for d in dirs if not is_hidden(d)
                          and (excluded is None or (folder_path / d).resolve() != excluded))
         for name in sorted(files):
-            if not name.startswith("."):
+            if not is_hidden(name):
                 found.append((folder_path / name).relative_to(src))
     return sorted(found, key=lambda p: p.as_posix())
 
@@ -189,7 +194,42 @@ def align_folder(src: str | os.PathLike, dst: str | os.PathLike, detector: str |
         writer.close()
         if owns_detector and hasattr(det, "close"):
             det.close()
-    return _compact_manifest(manifest_path, all_inputs)
+    manifest = _compact_manifest(manifest_path, all_inputs)
+    parameters = dict(size=[width, height], multi_face=multi_face, min_image_size=int(min_image_size),
+                      batch_size=int(batch_size), redo=bool(redo), limit=limit)
+    write_json(dst / ALIGN_RECORD, alignment_record(dst, det, manifest, parameters, template))
+    return manifest
+
+
+def aligned_set_hash(dst: str | os.PathLike, manifest: pd.DataFrame) -> tuple[int, str]:
+    """(number of faces, SHA-256 of the sorted lines ``output<TAB>sha256 of its bytes``) of the aligned
+    images a manifest lists: two folders with the same hash hold the same faces under the same names."""
+    import hashlib
+    outputs = sorted(o for o, st in zip(manifest["output"], manifest["status"])
+                     if o and st in ("aligned", "skipped_existing"))
+    lines = "".join(f"{o}\t{sha256_file(Path(dst) / o)[1]}\n" for o in outputs)
+    return len(outputs), hashlib.sha256(lines.encode("utf-8")).hexdigest()
+
+
+def alignment_record(dst: Path, det: Detector, manifest: pd.DataFrame, parameters: dict,
+                     template: np.ndarray) -> dict:
+    """What ``alignment.json`` holds: the detector, its version and options, the software versions that
+    shape the pixels, every parameter, the template, the counts per status and the aligned set's hash.
+    The per-image box, landmarks, score and failure reason are the rows of manifest.csv."""
+    import PIL
+    import skimage
+
+    from .. import __version__
+    describe = getattr(det, "describe", None)
+    n_faces, digest = aligned_set_hash(dst, manifest)
+    return dict(
+        adadf=__version__, detector=describe() if callable(describe) else {"detector": det.name},
+        software={"scikit-image": skimage.__version__, "Pillow": PIL.__version__, "numpy": np.__version__},
+        parameters=parameters, template=np.round(np.asarray(template, float), 4).tolist(),
+        template_points=list(LANDMARK_NAMES), warp="similarity (least squares), bilinear, black border",
+        counts={k: int(v) for k, v in manifest["status"].value_counts().sort_index().items()},
+        per_image="manifest.csv: box_x1..box_y2, the five landmarks, confidence, status and message per input",
+        aligned_faces=n_faces, aligned_sha256=digest)
 
 
 @dataclass
@@ -328,8 +368,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     parser.add_argument("src", help="folder tree of images (e.g. SFEW's Train/ with one folder per emotion)")
     parser.add_argument("dst", help="output folder (same tree; created)")
     parser.add_argument("--detector", default="mtcnn",
-                        help="'mtcnn' (default), 'landmarks' (finds EmoLabel/landmarks.csv near SRC) or "
-                             "'landmarks:<csv>' (recorded landmarks)")
+                        help="'mtcnn' (default), 'landmarks' (finds EmoLabel/landmarks.csv near SRC), "
+                             "'landmarks:<csv>' (recorded landmarks) or 'affectnet:<training.csv>' (AffectNet's "
+                             "own 68 landmarks, SRC = Manually_Annotated_Images)")
     parser.add_argument("--size", type=int, default=100, help="output width and height in pixels (100)")
     parser.add_argument("--multi-face", choices=MULTI_FACE_RULES, default="largest",
                         help="face to align when an image holds several (largest)")
@@ -353,5 +394,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     for status, count in zip(summary["status"], summary["count"]):
         if count:
             print(f"  {status:<17} {count}")
+    record = Path(args.dst) / ALIGN_RECORD
+    print(f"aligned set SHA-256 {aligned_set_hash(args.dst, manifest)[1]} (detector, versions, parameters: {record})")
     return 0
 
