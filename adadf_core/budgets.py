@@ -17,7 +17,7 @@ _FULL = dict(epochs=75, seeds=[0], sensitivity_epochs=75, sensitivity_max_train=
              noise_max_train=None)
 BUDGETS: dict[str, dict[str, Any]] = {
     # SynthFER: every table at the preset budget (config.PRESETS["synthfer"]: 1,000 training faces,
-    # 48 px, 4 epochs) and three seeds, so that Table 2's runs are also Table 4's 0 % row and Table 1's
+    # 48 px, 3 epochs) and three seeds, so that Table 2's runs are also Table 4's 0 % row and Table 1's
     # centre point, and every table carries 95 % intervals and paired differences to the baseline (the
     # protocol card). Table 4 runs the baseline and Ada-DF (-p noise_methods adds SCN and SLM-AEA); Table 1
     # one seed on three values per hyper-parameter around the preset (the full grid: -p sensitivity_grid

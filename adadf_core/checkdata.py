@@ -121,7 +121,7 @@ def _count_differences(counts: dict[str, list[int]], official: Official, class_n
 
 
 def _manifest_rows(indexes: dict, decode: bool, progress: bool) -> list[dict]:
-    from tqdm.auto import tqdm
+    from .progress import bar as tqdm
 
     from .datasets import DatasetError, decode_face
     rows = []
