@@ -179,9 +179,6 @@ def setup(dataset: str = "synthfer", data_root: str | None = None, output_dir: s
     if epochs is not None:
         values["epochs"] = int(epochs)
     values.update({k: parse_value(v) for k, v in {**train_overrides, **overrides}.items() if v is not None})
-    pretrained = resolve_pretrained(pretrained, dataset, bool(quick), device)
-    if pretrained is not None:
-        values["pretrained"] = str(_abs(pretrained))
     if data_root is not None:
         values["data_root"] = str(_abs(data_root))
     if seeds == AUTO:
@@ -190,5 +187,9 @@ def setup(dataset: str = "synthfer", data_root: str | None = None, output_dir: s
     if not seeds:
         raise ValueError("seeds must name at least one seed")
     cfg = resolve_config(make_config(dataset, profile, device=device, seed=seeds[0], **values))
+    # the weights last: a bad parameter fails before the SynthFER backbone is pretrained
+    pretrained = resolve_pretrained(pretrained, dataset, bool(quick), device)
+    if pretrained is not None:
+        cfg = resolve_config(dataclasses.replace(cfg, pretrained=str(_abs(pretrained))))
     return NotebookContext(dataset=dataset, output_dir=out, runs_root=runs_root, base_cfg=cfg, seeds=seeds,
                            quick=bool(quick), reuse=bool(reuse_runs))

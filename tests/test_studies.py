@@ -72,7 +72,7 @@ def test_run_dir_for_config_uses_differences_from_preset(tmp_path):
         == "adadf-seed0"
     assert runs.run_dir_for_config(tmp_path, base(profile="paper")).name == "adadf-paper-seed0"
     # a resolved config names the same folder as the unresolved one
-    assert runs.run_dir_for_config(tmp_path, resolve_config(base(epochs=3))).name == "adadf-ep3-seed0"
+    assert runs.run_dir_for_config(tmp_path, resolve_config(base(epochs=5))).name == "adadf-ep5-seed0"
 
 
 # ---------------------------------------------------------------------------------------------- studies
@@ -176,13 +176,14 @@ def test_results_and_save_table(tmp_path, fake_fit):
 
 def test_notebook_setup_quick(tmp_path):
     ctx = notebook.setup(output_dir=str(tmp_path / "out"), quick=True, seeds=[3, 4], device="cpu")
-    assert ctx.runs_root == tmp_path / "out" / "runs" and ctx.figures_dir.is_dir() and ctx.tables_dir.is_dir()
+    # quick results always go to a folder of their own
+    assert ctx.runs_root == tmp_path / "out-quick" / "runs" and ctx.figures_dir.is_dir() and ctx.tables_dir.is_dir()
     for k, v in budgets.QUICK_RUN.items():
         assert getattr(ctx.base_cfg, k) == v
     assert ctx.base_cfg.seed == 3 and ctx.base_cfg.device == "cpu"
     assert Path(ctx.cfg("baseline", seed=4).run_dir).parent == ctx.runs_root
     assert ctx.variant(epochs=None, max_train_samples=50).max_train_samples == 50
-    rel = notebook.setup(output_dir="results/_test_rel", runs_dir=str(tmp_path / "r"))
+    rel = notebook.setup(output_dir="results/_test_rel", runs_dir=str(tmp_path / "r"), pretrained=None)
     assert rel.output_dir == notebook.project_root() / "results" / "_test_rel"
     import shutil
     shutil.rmtree(rel.output_dir)
