@@ -27,9 +27,10 @@ from torch import Tensor
 
 VARIANTS = ("adadf", "ld_only", "cd_only")
 OFFDIAG_CHOICES = ("code", "paper")
+RR_LOW_GROUPS = ("lowest", "rest")
 
 __all__ = [
-    "VARIANTS", "OFFDIAG_CHOICES", "loss_weights", "rank_regularization", "normalize_attention",
+    "VARIANTS", "OFFDIAG_CHOICES", "RR_LOW_GROUPS", "loss_weights", "rank_regularization", "normalize_attention",
     "initial_class_distribution", "threshold_distribution", "fuse", "kl_target_loss",
     "ClassDistributionMiner", "kl_divergence", "js_divergence", "ambiguity_divergences",
     "variant_target", "adadf_targets", "adadf_loss",
@@ -74,15 +75,16 @@ def loss_weights(epoch: float, epoch_threshold: float) -> tuple[float, float]:
 
 # ------------------------------------------------------------- §2.2: rank regularisation
 def rank_regularization(attention: Tensor, ratio: float = 0.7, margin: float = 0.07,
-                        group_size: Optional[int] = None) -> Tensor:
+                        group_size: Optional[int] = None, low_group: str = "rest") -> Tensor:
     """SCN's rank regularisation ``max(0, margin - (mean_H - mean_L))`` on a batch of attentions [B].
 
-    The values are sorted in descending order; the high group H is the top ``M`` values and the low
-    group L the remaining ``B - M``. ``M = floor(ratio * B)``, or ``floor(ratio * group_size)`` when
-    ``group_size`` is given: with SFEW's ``crop_batch_quirk`` the authors' code uses the configured
-    batch (16 images) instead of the 160 crops actually in the batch, so H has floor(0.7*16) = 11 crops
-    and L the other 149. Gradients flow into the selected values (the sort itself is not differentiated).
-    Returns a float32 scalar.
+    The values are sorted in descending order; the high group H is the top ``M`` values. ``M = floor(ratio
+    * B)``, or ``floor(ratio * group_size)`` when ``group_size`` is given: with SFEW's ``crop_batch_quirk``
+    the authors' code uses the configured batch (16 images) instead of the 160 crops actually in the batch.
+    The low group L (``low_group``, docs/METHOD.md §6): ``"rest"`` every value outside H (149 of 160 crops);
+    ``"lowest"`` the ``size - M`` lowest values, as the authors' code does (5 of 160 for 16 images). Without
+    ``group_size`` both give the same L. Gradients flow into the selected values (the sort itself is not
+    differentiated). Returns a float32 scalar.
     """
     if attention.dim() == 2 and attention.shape[1] == 1:
         attention = attention[:, 0]
@@ -90,15 +92,18 @@ def rank_regularization(attention: Tensor, ratio: float = 0.7, margin: float = 0
         raise ValueError(f"attention has shape {tuple(attention.shape)}; expected [B]")
     if not (0.0 < ratio < 1.0):
         raise ValueError(f"ratio={ratio!r} is not valid; expected a value in (0, 1)")
+    if low_group not in RR_LOW_GROUPS:
+        raise ValueError(f"low_group={low_group!r} is not valid; expected one of {', '.join(RR_LOW_GROUPS)}")
     n = attention.shape[0]
     size = n if group_size is None else int(group_size)
     high = int(math.floor(ratio * size))
-    if high < 1 or high >= n:
+    if high < 1 or high >= n or (low_group == "lowest" and size > n):
         raise ValueError(f"rank_regularization needs at least one value in each group: batch of {n}, "
                          f"group size {size}, ratio {ratio} gives {high} high values; expected 1 <= "
-                         f"floor(ratio * group size) < batch size")
+                         f"floor(ratio * group size) < batch size (low_group 'lowest': group size <= batch size)")
     values, _ = torch.sort(attention.float(), descending=True)
-    gap = values[:high].mean() - values[high:].mean()
+    low = values[high:] if low_group == "rest" else values[n - (size - high):]
+    gap = values[:high].mean() - low.mean()
     return torch.clamp(margin - gap, min=0.0)
 
 
@@ -290,12 +295,13 @@ def adadf_loss(out: dict, labels: Tensor, class_dist: Tensor, epoch: float, *,
                variant: str = "adadf", epoch_threshold: float = 3, lam_min: float = 0.2,
                lam_max: float = 1.0, rr_ratio: float = 0.7, rr_margin: float = 0.07,
                group_size: Optional[int] = None, kl_divisor: Optional[int] = None,
-               detach_target: bool = False) -> dict:
+               detach_target: bool = False, rr_low_group: str = "rest") -> dict:
     """The full Ada-DF step loss ``w_CE L_CE + w_KL L_KL + L_RR`` (docs/METHOD.md §2.9) from a model output dict.
 
     ``out`` holds ``logits`` (o_2), ``aux_logits`` (o_1) and ``attention`` [B, 2]. RR acts on the raw
     averaged attention ā in every variant. ``group_size`` / ``kl_divisor``: the configured batch under
-    SFEW's ``crop_batch_quirk`` (None = the actual batch). Returns ``loss``, ``loss_ce``, ``loss_kl``,
+    SFEW's ``crop_batch_quirk`` (None = the actual batch); ``rr_low_group`` as ``low_group`` of
+    ``rank_regularization``. Returns ``loss``, ``loss_ce``, ``loss_kl``,
     ``loss_rr`` (float32 tensors), ``w_ce``, ``w_kl`` (floats) and everything ``adadf_targets`` returns.
     """
     labels = labels.to(device=out["aux_logits"].device, dtype=torch.long)
@@ -304,7 +310,7 @@ def adadf_loss(out: dict, labels: Tensor, class_dist: Tensor, epoch: float, *,
                             lam_min, lam_max, detach_target)
     loss_ce = F.cross_entropy(out["aux_logits"].float(), labels)
     loss_kl = kl_target_loss(targets["fused"], out["logits"], kl_divisor)
-    loss_rr = rank_regularization(targets["attention"], rr_ratio, rr_margin, group_size)
+    loss_rr = rank_regularization(targets["attention"], rr_ratio, rr_margin, group_size, rr_low_group)
     loss = w_ce * loss_ce + w_kl * loss_kl + loss_rr
     return dict(loss=loss, loss_ce=loss_ce, loss_kl=loss_kl, loss_rr=loss_rr, w_ce=w_ce, w_kl=w_kl,
                 **targets)

@@ -53,7 +53,7 @@ def make_test_loader(cfg: TrainConfig, test_set, batch_size: int, device) -> tor
 def make_train_loader(cfg: TrainConfig, train_set, device):
     """(loader, sampler or None, the loader's generator: saved in checkpoints for a bit-identical resume)."""
     from .datasets import make_train_sampler
-    sampler = make_train_sampler(train_set, cfg.dataset, cfg.seed)
+    sampler = make_train_sampler(train_set, cfg.dataset, cfg.seed, redraw=cfg.mining_subset == "redraw")
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,

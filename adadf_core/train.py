@@ -133,7 +133,7 @@ def _restore(r: _Run) -> int:
     """Load ``checkpoint.pt`` into the run; returns the first epoch still to train."""
     path = r.writer.path / "checkpoint.pt"
     ckpt = load_state(path, "checkpoint", trust_pickle=r.cfg.trust_pickle)   # code-free read, CPU tensors
-    diff = config_differences(TrainConfig.from_dict(ckpt["config"]), r.cfg)
+    diff = config_differences(TrainConfig.from_record(ckpt["config"]), r.cfg)
     if diff:
         raise ValueError(f"cannot resume {r.writer.path}: its config differs from this one ({'; '.join(diff)})")
     load_model_state(r.model, ckpt["model"], path)

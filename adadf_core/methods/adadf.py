@@ -14,11 +14,12 @@ from __future__ import annotations
 import torch
 
 from .. import adadf as A
-from .base import EpochRecord, Method, flatten_crops
+from .base import EpochRecord, Method, flatten_crops, unwrap
 from .diagnostics import AdaDFDiagnostics
 from .registry import register_method
 
 CD_SOURCES = ("eval_pass", "train_pass")
+MINING_SUBSETS = ("redraw", "same")   # AffectNet: the sampler's subset in the mining pass (§4)
 
 
 @register_method("adadf")
@@ -51,7 +52,8 @@ class AdaDFMethod(Method):
         parts = A.adadf_loss(out, labels, self.D, epoch, variant=self.variant,
                              epoch_threshold=cfg.epoch_threshold, lam_min=cfg.lambda_min,
                              lam_max=cfg.lambda_max, rr_ratio=cfg.rr_ratio, rr_margin=cfg.rr_margin,
-                             group_size=group, kl_divisor=group, detach_target=cfg.detach_target)
+                             group_size=group, kl_divisor=group, detach_target=cfg.detach_target,
+                             rr_low_group=cfg.rr_low_group)
         with torch.no_grad():
             self.diagnostics.observe_step(parts["attention"], labels, indices)
             if cfg.cd_source == "train_pass":
@@ -70,10 +72,14 @@ class AdaDFMethod(Method):
 
     @torch.no_grad()
     def _eval_pass(self, model, train_loader):
-        """One more full pass over the training loader, eval mode, no grad (§4, official)."""
+        """One more full pass over the training loader, eval mode, no grad (§4, official). D needs o_1
+        alone, so only the auxiliary branch runs (``forward_aux``), unless the diagnostics want d, ŵ and ā
+        of every sample (``AdaDFDiagnostics.wants_pass``): then the whole network, as the authors' code."""
         self.miner.reset()
         self.diagnostics.start_pass()
         cfg, run = self.cfg, self.run
+        full = self.diagnostics.wants_pass or not hasattr(unwrap(model), "forward_aux")
+        forward = model if full else unwrap(model).forward_aux
         was_training = model.training
         model.eval()
         try:
@@ -83,10 +89,13 @@ class AdaDFMethod(Method):
                 indices = indices.to(self.device).long()
                 images, labels, indices, _ = flatten_crops(images, labels, indices)
                 with run.autocast():
-                    out = model(images)
-                t = A.adadf_targets(out["aux_logits"], out["attention"], labels, self.D, self.variant,
-                                    cfg.lambda_min, cfg.lambda_max)
-                self._observe(t["label_dist"], t["weight"], t["attention"], labels, indices)
+                    out = forward(images)
+                if full:
+                    t = A.adadf_targets(out["aux_logits"], out["attention"], labels, self.D, self.variant,
+                                        cfg.lambda_min, cfg.lambda_max)
+                    self._observe(t["label_dist"], t["weight"], t["attention"], labels, indices)
+                else:
+                    self.miner.update(torch.softmax(out["aux_logits"].float(), dim=1), labels)
         finally:
             model.train(was_training)
 

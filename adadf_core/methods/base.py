@@ -83,6 +83,12 @@ def per_image(values: torch.Tensor, n_crops: Optional[int]) -> torch.Tensor:
     return values.view(-1, n_crops, *values.shape[1:]).mean(1)
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel wrapper (the model itself otherwise): for the passes
+    without gradients, which call its own methods (``forward_aux``, ``forward_target``)."""
+    return getattr(model, "module", model)
+
+
 def first_of_crops(values: torch.Tensor, n_crops: Optional[int]) -> torch.Tensor:
     """The first crop's entry of each image ([B*n] -> [B]): for per-image ids repeated over crops."""
     return values if n_crops is None else values.view(-1, n_crops)[:, 0]

@@ -121,6 +121,17 @@ class AdaDFDiagnostics:
         self._pass_range = torch.tensor([float("inf"), float("-inf")], device=dev)
         self.tracked_indices = choose_tracked(train_set.labels, cfg.track_samples, cfg.seed)
 
+    @property
+    def wants_pass(self) -> bool:
+        """Whether the mining pass must also give d, ŵ and ā of every sample (both branches): the
+        ``pass_diagnostics`` switch, or by default where there are vote distributions (SynthFER) or
+        synthetic label noise, whose metrics notebooks 06-07 read. Without it the tracked samples' ŵ is
+        normalised over their own ā range (no pass range)."""
+        choice = getattr(self.cfg, "pass_diagnostics", None)
+        if choice is not None:
+            return bool(choice) and self.train_set is not None
+        return self.gt is not None or self.has_noise
+
     # --- observing -------------------------------------------------------------------------------
     @torch.no_grad()
     def observe_step(self, attention: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> None:

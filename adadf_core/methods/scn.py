@@ -61,7 +61,8 @@ class SCNMethod(Method):
         logits = out["logits"].float()            # alpha * z
         att = out["attention"].float()
         loss_ce = F.cross_entropy(logits, self.y_cur[indices])
-        loss_rr = rank_regularization(att, self.cfg.rr_ratio, self.cfg.rr_margin, group_size=self._group(n_crops))
+        loss_rr = rank_regularization(att, self.cfg.rr_ratio, self.cfg.rr_margin, group_size=self._group(n_crops),
+                                      low_group=self.cfg.rr_low_group)
         loss = loss_ce + loss_rr
         self._pending = {}
         with torch.no_grad():
