@@ -49,7 +49,7 @@ NATIVE_RECIPES: dict[str, dict[str, Any]] = {
 
 # fields that do not change what a run computes (or only how fast): ignored when comparing configs
 MACHINERY_FIELDS = ("resume", "reuse", "progress", "num_workers", "num_threads", "cache", "run_dir",
-                    "device", "amp", "channels_last", "trust_pickle")
+                    "device", "amp", "channels_last", "trust_pickle", "pass_diagnostics")
 
 
 @dataclass
@@ -96,7 +96,7 @@ class TrainConfig:
     max_train_samples: Optional[int] = None  # use only the first N training images per class share (quick runs)
     max_test_samples: Optional[int] = None   # use only the first N test images per class share
     cache: str = "memory"                    # decoded-image cache: memory | mmap | none
-    num_workers: int = 0                     # data-loader worker processes (authors: --num_workers)
+    num_workers: Optional[int] = None        # data-loader worker processes (none = 0 on the CPU, 8 on CUDA; authors: --num_workers)
     # comparison methods (docs/METHOD.md §11–§12)
     scn_relabel_epoch: int = 10              # SCN: first epoch (1-based) that relabels
     scn_relabel_margin: float = 0.2          # SCN: δ2, relabel when max_c P_c - P_y exceeds it
@@ -120,6 +120,9 @@ class TrainConfig:
     reuse: bool = False                      # return an existing finished run instead of raising
     trust_pickle: bool = False               # read weights/checkpoints with full unpickling (trusted files only)
     progress: bool = True                    # progress bars and one line per epoch
+    # several processes (torchrun; docs/METHOD.md §6)
+    ddp_attention_batch: str = "global"      # global | rank: RR and attention min-max over the global or per-process batch
+    sync_bn: Optional[bool] = None           # SyncBatchNorm across processes (none = on with CUDA; CUDA only)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -169,13 +172,14 @@ def _choices() -> dict[str, tuple]:
     from .methods import method_names
     from .methods.adadf import CD_SOURCES, MINING_SUBSETS
     from .methods.slm_aea import SCHEDULES
+    from .distributed import DDP_ATTENTION_BATCH
     from .slm_aea import EVAL_MEANS
     return {"profile": PROFILES, "method": method_names(), "dataset": datasets.DATASET_NAMES,
             "backbone": model.BACKBONES, "fallback_offdiag": adadf.OFFDIAG_CHOICES,
             "attention_on": model.ATTENTION_ON, "cd_source": CD_SOURCES,
             "mining_subset": MINING_SUBSETS, "rr_low_group": adadf.RR_LOW_GROUPS, "recipe": transforms.RECIPES,
             "amp": device.AMP_CHOICES, "cache": datasets.CACHE_MODES, "scn_relabel_scope": scn.SCOPES,
-            "slm_eval_mean": EVAL_MEANS, "slm_schedule": SCHEDULES}
+            "slm_eval_mean": EVAL_MEANS, "slm_schedule": SCHEDULES, "ddp_attention_batch": DDP_ATTENTION_BATCH}
 
 
 def _finite(v) -> bool:
@@ -203,7 +207,7 @@ def _ranges(v: dict) -> list[tuple[str, bool, str]]:
         ("image_size", isinstance(v["image_size"], int) and v["image_size"] >= 16, "an integer >= 16"),
         opt_at_least("max_train_samples", 1), opt_at_least("max_test_samples", 1),
         opt_at_least("num_threads", 1),
-        ("num_workers", isinstance(v["num_workers"], int) and v["num_workers"] >= 0, "an integer >= 0"),
+        opt_at_least("num_workers", 0),
         ("track_samples", isinstance(v["track_samples"], int) and v["track_samples"] >= 0, "an integer >= 0"),
         ("scn_relabel_epoch", isinstance(v["scn_relabel_epoch"], int) and v["scn_relabel_epoch"] >= 1,
          "an integer >= 1"),

@@ -48,12 +48,13 @@ class AdaDFMethod(Method):
         cfg = self.cfg
         images, labels, indices, n_crops = flatten_crops(images, labels, indices)
         out = model(images)
-        group = self._group(n_crops)
+        gather = self._attention_gather()
         parts = A.adadf_loss(out, labels, self.D, epoch, variant=self.variant,
                              epoch_threshold=cfg.epoch_threshold, lam_min=cfg.lambda_min,
                              lam_max=cfg.lambda_max, rr_ratio=cfg.rr_ratio, rr_margin=cfg.rr_margin,
-                             group_size=group, kl_divisor=group, detach_target=cfg.detach_target,
-                             rr_low_group=cfg.rr_low_group)
+                             group_size=self._group(n_crops, global_batch=gather is not None),
+                             kl_divisor=self._group(n_crops), detach_target=cfg.detach_target,
+                             rr_low_group=cfg.rr_low_group, gather=gather)
         with torch.no_grad():
             self.diagnostics.observe_step(parts["attention"], labels, indices)
             if cfg.cd_source == "train_pass":
@@ -79,7 +80,7 @@ class AdaDFMethod(Method):
         self.diagnostics.start_pass()
         cfg, run = self.cfg, self.run
         full = self.diagnostics.wants_pass or not hasattr(unwrap(model), "forward_aux")
-        forward = model if full else unwrap(model).forward_aux
+        forward = unwrap(model) if full else unwrap(model).forward_aux
         was_training = model.training
         model.eval()
         try:
@@ -103,6 +104,9 @@ class AdaDFMethod(Method):
         cfg = self.cfg
         if cfg.cd_source == "eval_pass":
             self._eval_pass(model, train_loader)
+        d = self.run.dist
+        self.miner.reduce(d.all_reduce_sum if d.active else None)     # every process: the same D
+        self.diagnostics.reduce(d)
         self.D = self.miner.compute(cfg.threshold, cfg.fallback_offdiag).to(self.device)
         self.fallback = self.miner.fallback.clone()
         record = self.diagnostics.record(model, epoch, self.D, self.fallback)

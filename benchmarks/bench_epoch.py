@@ -1,0 +1,101 @@
+"""Epoch time of `adadf train` before and after issue 12's mining-pass change, side by side in one run.
+
+    python benchmarks/bench_epoch.py            # 192 / 64 RAF-layout images at 224 px, batch 16, 2 workers
+    python benchmarks/bench_epoch.py --quick    # 96 / 32 images at 112 px (a minute or two on 2 cores)
+
+Three settings of one Ada-DF run (`--profile official`, the official recipe), each a fresh `adadf train`
+child process on the same generated RAF-layout set (SynthFER faces written in RAF-DB's layout, read as
+`--dataset raf`, so no vote distributions):
+
+* ``today``: ``cd_source=eval_pass`` with ``pass_diagnostics=true``: the mining pass through both branches,
+  what every run did before (the switch keeps that path);
+* ``new``: the default: the mining pass through the auxiliary branch only (same D, same numbers);
+* ``train_pass``: ``cd_source=train_pass``: no mining pass (not the authors' semantics, docs/METHOD.md §4).
+
+It prints each epoch's seconds (metrics.csv ``seconds``: training steps, mining, evaluation), the process
+wall time, the speed-up over ``today``, and whether ``today`` and ``new`` wrote the same metrics.csv
+(every column but ``seconds``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = {"today": ["--cd-source", "eval_pass", "--set", "pass_diagnostics=true"],
+            "new": ["--cd-source", "eval_pass"],
+            "train_pass": ["--cd-source", "train_pass"]}
+
+
+def make_set(root: Path, n_train: int, n_test: int) -> Path:
+    """A RAF-layout set of SynthFER faces (100x100 aligned crops), generated once into ``root``."""
+    sys.path.insert(0, str(ROOT))
+    from adadf_core import synthfer
+    synthfer.ensure(root, n_train=n_train, n_test=n_test, seed=0, progress=False)
+    return root
+
+
+def run_setting(name: str, data: Path, out: Path, args) -> dict:
+    """One `adadf train` child process; returns its epoch seconds, wall time and metrics rows."""
+    run_dir = out / name
+    cmd = [sys.executable, "-m", "adadf_core.cli", "train", "--dataset", "raf", "--data-root", str(data),
+           "--profile", "official", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+           "--image-size", str(args.size), "--num-workers", str(args.workers), "--run-dir", str(run_dir),
+           "--set", "progress=false", *SETTINGS[name]]
+    if args.threads:
+        cmd += ["--num-threads", str(args.threads)]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise SystemExit(f"setting {name!r} failed:\n{res.stderr[-3000:]}")
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return {"epochs": [float(r["seconds"]) for r in rows], "wall": wall,
+            "rows": [{k: v for k, v in r.items() if k != "seconds"} for r in rows]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="96 / 32 images at 112 px instead of 192 / 64 at 224")
+    p.add_argument("--n-train", type=int, default=None)
+    p.add_argument("--n-test", type=int, default=None)
+    p.add_argument("--size", type=int, default=None, help="training image size (default 224; --quick 112)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=2, help="data-loader worker processes")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
+    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--data-root", default=None, help="reuse a RAF-layout set instead of generating one")
+    args = p.parse_args(argv)
+    n_train = args.n_train or (96 if args.quick else 192)
+    n_test = args.n_test or (32 if args.quick else 64)
+    args.size = args.size or (112 if args.quick else 224)
+    with tempfile.TemporaryDirectory(prefix="adadf-bench-") as tmp:
+        data = Path(args.data_root) if args.data_root else make_set(Path(tmp) / "data", n_train, n_test)
+        print(f"{n_train} / {n_test} images at {args.size} px, batch {args.batch_size}, {args.workers} workers, "
+              f"{args.epochs} epoch(s), profile official; os.cpu_count() = {os.cpu_count()}", flush=True)
+        results = {}
+        for name in args.settings:
+            results[name] = r = run_setting(name, data, Path(tmp), args)
+            epochs = " ".join(f"{s:6.1f}" for s in r["epochs"])
+            line = f"{name:<11} epoch s: {epochs}   process {r['wall']:6.1f} s"
+            if name != "today" and "today" in results:
+                line += f"   speed-up per epoch {sum(results['today']['epochs']) / sum(r['epochs']):.2f}x"
+            print(line, flush=True)
+        if "today" in results and "new" in results:
+            same = results["today"]["rows"] == results["new"]["rows"]
+            print(f"today and new metrics.csv identical (all columns but seconds): {'yes' if same else 'NO'}")
+            if not same:
+                return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
