@@ -93,7 +93,7 @@ class AdaDFMethod(Method):
                     out = forward(images)
                 if full:
                     t = A.adadf_targets(out["aux_logits"], out["attention"], labels, self.D, self.variant,
-                                        cfg.lambda_min, cfg.lambda_max)
+                                        cfg.lambda_min, cfg.lambda_max, gather=self._attention_gather())
                     self._observe(t["label_dist"], t["weight"], t["attention"], labels, indices)
                 else:
                     self.miner.update(torch.softmax(out["aux_logits"].float(), dim=1), labels)
