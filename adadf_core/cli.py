@@ -199,18 +199,20 @@ def format_summary(run) -> str:
     return "\n".join(lines)
 
 
-def train_main(argv: Optional[list[str]] = None, quiet: bool = False) -> int:
+def train_main(argv: Optional[list[str]] = None) -> int:
+    """``adadf train`` (also each process of ``torchrun -m adadf_core.train``: rank 0 prints the summary)."""
+    from . import distributed
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_train_parser().parse_args(argv)
     if getattr(args, "nproc", 1) > 1:           # torchrun runs this command again in N processes
-        from .distributed import launch
-        return launch(args.nproc, _without_nproc(argv)).returncode
+        return distributed.launch(args.nproc, _without_nproc(argv)).returncode
     from .checkpoints import CheckpointError
     from .fileio import DamagedFileError
     from .runs import DiskFullError, RunExistsError
     from .train import NonFiniteLossError, TrainingInterrupted, fit
     try:
         run = fit(config_from_args(args))
+        distributed.shutdown()
     except TrainingInterrupted as stop:
         print(f"adadf train: {stop}", file=sys.stderr)
         return 130
@@ -218,7 +220,7 @@ def train_main(argv: Optional[list[str]] = None, quiet: bool = False) -> int:
             DamagedFileError, DiskFullError) as error:
         print(f"adadf train: error: {error}", file=sys.stderr)
         return 2
-    if not quiet:
+    if distributed.env_rank() == 0:
         print(format_summary(run))
     return 0
 

@@ -82,6 +82,14 @@ class Dist:
         dist.all_gather(parts, tensor.contiguous())
         return torch.cat(parts, dim=0)
 
+    def mean_over(self, sums: dict) -> dict:
+        """Per-process sums of logged values (floats or 0-dim tensors) averaged over the processes."""
+        if not self.active or not sums:
+            return sums
+        keys = sorted(sums)
+        total = self.all_reduce_sum(torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64))
+        return {k: float(v) / self.world for k, v in zip(keys, total.tolist())}
+
     def gather_batch(self, tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
         """``gather_rows`` and the row where this process's own rows start in it."""
         return self.gather_rows(tensor), self.rank * tensor.shape[0]
@@ -127,6 +135,15 @@ def env_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def rank_rng_state(ckpt: dict, d: Dist, path) -> dict:
+    """This process's RNG state in a checkpoint (several processes: one state per rank, ``rng_by_rank``)."""
+    states = ckpt.get("rng_by_rank") or [ckpt["rng"]]
+    if len(states) != d.world:
+        raise ValueError(f"cannot resume {path} with {d.world} process(es): it was written by {len(states)}; "
+                         f"expected the same number of processes (--nproc {len(states)})")
+    return states[d.rank]
+
+
 def torchrun_command(nproc: int, train_args: list[str]) -> list[str]:
     """The command line of one run on ``nproc`` processes of this machine: torchrun (``python -m
     torch.distributed.run``) starting ``adadf_core.train`` with ``adadf train``'s options."""
@@ -161,8 +178,9 @@ def init(device_type: str) -> Dist:
     return Dist(rank=rank, world=world, local_rank=local)
 
 
-def shutdown(d: Dist) -> None:
-    if d.active and dist.is_initialized():
+def shutdown(d: Dist = SINGLE) -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
@@ -216,11 +234,19 @@ def gather_evaluation(d: Dist, indices, preds, labels, features) -> tuple:
     return tuple(np.concatenate([p[k] for p in parts])[order] for k in (1, 2, 3))
 
 
-def wrap_model(model: torch.nn.Module, d: Dist, device: torch.device, sync_bn: bool) -> torch.nn.Module:
-    """``model`` in DistributedDataParallel (with SyncBatchNorm when ``sync_bn``); unchanged in one process."""
+def process_device(device: torch.device, d: Dist) -> torch.device:
+    """This process's device: with several processes, ``cuda`` means the GPU of its local rank."""
+    if d.active and device.type == "cuda" and device.index is None:
+        return torch.device("cuda", d.local_rank)
+    return device
+
+
+def wrap_model(model: torch.nn.Module, d: Dist, device: torch.device, sync_bn: Optional[bool]) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel (with SyncBatchNorm per ``resolve_sync_bn``); unchanged in one
+    process."""
     if not d.active:
         return model
-    if sync_bn:
+    if resolve_sync_bn(sync_bn, device, d):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index if device.index is not None else d.local_rank] if device.type == "cuda" else None
     ddp = torch.nn.parallel.DistributedDataParallel

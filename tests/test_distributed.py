@@ -340,3 +340,33 @@ def test_two_process_run_resumes_to_the_same_numbers(tiny_synthfer, tmp_path):
     assert len(metrics_rows(tmp_path / "cut")) == 1
     spawn(_fit_worker, tiny_synthfer, tmp_path / "cut", tmp_path, {"recipe": "light", "resume": True}, None)
     assert metrics_rows(tmp_path / "cut") == metrics_rows(tmp_path / "whole")
+
+
+# ---------------------------------------------------------------- CUDA: NCCL and SyncBatchNorm (2 GPUs)
+@pytest.mark.cuda
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
+def test_two_gpus_with_sync_bn_match_one_gpu(tiny_synthfer, tmp_path):
+    """The real AdaDFNet (BatchNorm in the branches): with SyncBatchNorm and the global-batch attention
+    terms, 2 GPUs with B/2 each end where 1 GPU with B does, up to TF32/fp32 rounding."""
+    from adadf_core.runs import Run
+    from adadf_core.train import fit
+    kw = dict(method="adadf", device="cuda", num_workers=0, amp="off", channels_last=False)
+    one = Run(fit(tiny_cfg(tiny_synthfer, tmp_path / "one", **kw)).path)
+    torch.multiprocessing.spawn(_entry_cuda, args=(2, free_port(), tiny_synthfer, tmp_path / "two", kw),
+                                nprocs=2, join=True)
+    two = Run(tmp_path / "two")
+    assert two.config.sync_bn is None                       # the default: SyncBatchNorm on with CUDA
+    for col in ("loss", "loss_rr", "train_acc", "test_acc"):
+        assert np.allclose(one.metrics[col], two.metrics[col], rtol=2e-3, atol=1e-4), col
+    assert np.allclose(one.class_distributions, two.class_distributions, atol=1e-3)
+
+
+def _entry_cuda(rank, world, port, root, run_dir, kw):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    from adadf_core import train
+    try:
+        train.fit(tiny_cfg(root, run_dir, **kw))
+    finally:
+        distributed.shutdown()
