@@ -96,6 +96,7 @@ class TrainConfig:
     max_train_samples: Optional[int] = None  # use only the first N training images per class share (quick runs)
     max_test_samples: Optional[int] = None   # use only the first N test images per class share
     cache: str = "memory"                    # decoded-image cache: memory | mmap | none
+    augment_device: str = "cpu"              # cpu (the recipe in the loader) | cuda: flip, RandAugment-style ops, erasing on the GPU
     num_workers: Optional[int] = None        # data-loader worker processes (none = 0 on the CPU, 8 on CUDA; authors: --num_workers)
     # comparison methods (docs/METHOD.md §11–§12)
     scn_relabel_epoch: int = 10              # SCN: first epoch (1-based) that relabels
@@ -173,13 +174,15 @@ def _choices() -> dict[str, tuple]:
     from .methods.adadf import CD_SOURCES, MINING_SUBSETS
     from .methods.slm_aea import SCHEDULES
     from .distributed import DDP_ATTENTION_BATCH
+    from .gpu_augment import AUGMENT_DEVICES
     from .slm_aea import EVAL_MEANS
     return {"profile": PROFILES, "method": method_names(), "dataset": datasets.DATASET_NAMES,
             "backbone": model.BACKBONES, "fallback_offdiag": adadf.OFFDIAG_CHOICES,
             "attention_on": model.ATTENTION_ON, "cd_source": CD_SOURCES,
             "mining_subset": MINING_SUBSETS, "rr_low_group": adadf.RR_LOW_GROUPS, "recipe": transforms.RECIPES,
             "amp": device.AMP_CHOICES, "cache": datasets.CACHE_MODES, "scn_relabel_scope": scn.SCOPES,
-            "slm_eval_mean": EVAL_MEANS, "slm_schedule": SCHEDULES, "ddp_attention_batch": DDP_ATTENTION_BATCH}
+            "slm_eval_mean": EVAL_MEANS, "slm_schedule": SCHEDULES, "ddp_attention_batch": DDP_ATTENTION_BATCH,
+            "augment_device": AUGMENT_DEVICES}
 
 
 def _finite(v) -> bool:

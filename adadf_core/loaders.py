@@ -36,13 +36,29 @@ def load_splits(cfg: TrainConfig, with_train: bool = True, with_train_eval: bool
     out = {"test": load_split(cfg.dataset, root, "test", max_samples=cfg.max_test_samples, **common)}
     if with_train:
         noise = dict(noise_rate=cfg.noise_rate, noise_seed=cfg.noise_seed, noise_file=cfg.noise_file)
+        train_recipe = "uint8" if getattr(cfg, "augment_device", "cpu") == "cuda" else cfg.recipe
         out["train"] = load_split(cfg.dataset, root, "train", max_samples=cfg.max_train_samples,
-                                  **noise, **common)
+                                  **noise, **dict(common, recipe=train_recipe))
         if with_train_eval:
             # recipe "none" on the training split = the test transform (resize, tensor, normalise)
             out["train_eval"] = load_split(cfg.dataset, root, "train", max_samples=cfg.max_train_samples,
                                            **noise, **dict(common, recipe="none", cache="none"))
     return out
+
+
+def device_augment(cfg: TrainConfig, device):
+    """The run's device-side augmentation (``cfg.augment_device="cuda"``: ``gpu_augment.DeviceAugment``, which
+    stands in for the official / paper recipe; the loader then only resizes), or None (augment in the loader)."""
+    if getattr(cfg, "augment_device", "cpu") != "cuda":
+        return None
+    if torch.device(device).type != "cuda":
+        raise ValueError(f"augment_device='cuda' is not valid on {torch.device(device)}; expected a CUDA device "
+                         f"(or augment_device='cpu')")
+    if cfg.recipe not in ("official", "paper") or cfg.dataset == "sfew":
+        raise ValueError(f"augment_device='cuda' stands in for the official recipe on single-crop data sets; "
+                         f"got recipe {cfg.recipe!r} on {cfg.dataset!r} (expected recipe official or paper, not sfew)")
+    from .gpu_augment import DeviceAugment
+    return DeviceAugment()
 
 
 def default_num_workers(device, world: int = 1) -> int:

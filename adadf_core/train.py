@@ -20,7 +20,7 @@ import torch
 from . import device as devmod
 from .config import TrainConfig, config_differences, is_resolved, resolve_config, validate_config
 from .evaluate import evaluate
-from .loaders import load_splits, make_test_loader, make_train_loader
+from .loaders import device_augment, load_splits, make_test_loader, make_train_loader
 from . import distributed
 from .methods import RunContext, get_method, unwrap
 from .model import load_model_state
@@ -109,7 +109,7 @@ def _build(cfg: TrainConfig, d: distributed.Dist, resume: bool) -> _Run:
                        with_train_eval=cfg.track_samples > 0 and method_cls.needs_train_eval_set)
     train_set, test_set = data["train"], data["test"]
     run = RunContext(device=device, amp=amp, channels_last=devmod.use_channels_last(device, cfg),
-                     train_eval_set=data.get("train_eval"), dist=d)
+                     train_eval_set=data.get("train_eval"), dist=d, augment=device_augment(cfg, device))
     method = method_cls(cfg, train_set.num_classes, train_set, run)
     # resuming: the weights come from the checkpoint, so the pretrained file is not read again
     model = method_cls.build_model(cfg, train_set.num_classes, None if resume else cfg.pretrained)
@@ -167,7 +167,7 @@ def _train_epoch(r: _Run, epoch: int) -> dict:
     try:
         for step, (images, labels, indices) in enumerate(r.train_loader):
             r.position = (epoch, step + 1)
-            images = r.run.to_device(images)
+            images = r.run.train_images(images)
             labels = labels.to(r.run.device, non_blocking=True).long()
             indices = indices.to(r.run.device, non_blocking=True).long()
             with r.run.autocast():

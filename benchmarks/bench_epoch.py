@@ -14,13 +14,15 @@ child process on the same generated RAF-layout set (SynthFER faces written in RA
 
 It prints each epoch's seconds (metrics.csv ``seconds``: training steps, mining, evaluation), the process
 wall time, the speed-up over ``today``, and whether ``today`` and ``new`` wrote the same metrics.csv
-(every column but ``seconds``).
+(every column but ``seconds``). ``--repeats R`` runs the settings R times in turn (today, new, train_pass,
+today, ...) and compares the medians: on a shared machine a single run is at the mercy of its neighbours.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,6 +75,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--data-root", default=None, help="reuse a RAF-layout set instead of generating one")
+    p.add_argument("--repeats", type=int, default=1, help="run the settings this many times, interleaved")
     args = p.parse_args(argv)
     n_train = args.n_train or (96 if args.quick else 192)
     n_test = args.n_test or (32 if args.quick else 64)
@@ -81,16 +84,21 @@ def main(argv=None) -> int:
         data = Path(args.data_root) if args.data_root else make_set(Path(tmp) / "data", n_train, n_test)
         print(f"{n_train} / {n_test} images at {args.size} px, batch {args.batch_size}, {args.workers} workers, "
               f"{args.epochs} epoch(s), profile official; os.cpu_count() = {os.cpu_count()}", flush=True)
-        results = {}
+        results: dict[str, list] = {name: [] for name in args.settings}
+        for rep in range(args.repeats):
+            for name in args.settings:
+                r = run_setting(name, data, Path(tmp) / f"rep{rep}", args)
+                results[name].append(r)
+                epochs = " ".join(f"{s:6.1f}" for s in r["epochs"])
+                print(f"{name:<11} epoch s: {epochs}   process {r['wall']:6.1f} s", flush=True)
+        median = {name: statistics.median(sum(r["epochs"]) for r in rs) for name, rs in results.items()}
         for name in args.settings:
-            results[name] = r = run_setting(name, data, Path(tmp), args)
-            epochs = " ".join(f"{s:6.1f}" for s in r["epochs"])
-            line = f"{name:<11} epoch s: {epochs}   process {r['wall']:6.1f} s"
-            if name != "today" and "today" in results:
-                line += f"   speed-up per epoch {sum(results['today']['epochs']) / sum(r['epochs']):.2f}x"
+            line = f"median {name:<11} {median[name]:6.1f} s per run of {args.epochs} epoch(s)"
+            if name != "today" and "today" in median:
+                line += f"   speed-up {median['today'] / median[name]:.2f}x"
             print(line, flush=True)
         if "today" in results and "new" in results:
-            same = results["today"]["rows"] == results["new"]["rows"]
+            same = all(a["rows"] == b["rows"] for a, b in zip(results["today"], results["new"]))
             print(f"today and new metrics.csv identical (all columns but seconds): {'yes' if same else 'NO'}")
             if not same:
                 return 1

@@ -85,7 +85,7 @@ class AdaDFMethod(Method):
         model.eval()
         try:
             for images, labels, indices in train_loader:
-                images = run.to_device(images)
+                images = run.train_images(images)
                 labels = labels.to(self.device).long()
                 indices = indices.to(self.device).long()
                 images, labels, indices, _ = flatten_crops(images, labels, indices)

@@ -43,10 +43,18 @@ class RunContext:
     channels_last: bool = False
     train_eval_set: Any = None       # the training split with the test transform (tracked samples)
     dist: Dist = SINGLE              # this process's rank among the run's processes (torchrun)
+    augment: Any = None              # device-side augmentation of training batches (gpu_augment.DeviceAugment)
 
     def autocast(self):
         """The autocast context of this run (a no-op on the CPU or with amp off)."""
         return devmod.autocast_context(self.device, self.amp)
+
+    def train_images(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch of the training loader on the device, augmented there when the run augments on the device
+        (``cfg.augment_device``); the training steps and the mining pass both read it."""
+        if self.augment is None:
+            return self.to_device(images)
+        return self.to_device(self.augment(images.to(self.device, non_blocking=True)))
 
     def to_device(self, images: torch.Tensor) -> torch.Tensor:
         """Move a batch [B, 3, H, W] (or SFEW crops [B, n, 3, H, W]) to the device in the run's memory format."""
