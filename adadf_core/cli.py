@@ -201,9 +201,9 @@ def format_summary(run) -> str:
 
 def train_main(argv: Optional[list[str]] = None) -> int:
     """``adadf train`` (also each process of ``torchrun -m adadf_core.train``: rank 0 prints the summary)."""
-    from . import distributed
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_train_parser().parse_args(argv)
+    from . import distributed                  # (after parsing: --help stays free of torch)
     if getattr(args, "nproc", 1) > 1:           # torchrun runs this command again in N processes
         return distributed.launch(args.nproc, _without_nproc(argv)).returncode
     from .checkpoints import CheckpointError
