@@ -270,8 +270,8 @@ def adadf_targets(aux_logits: Tensor, attention_pair: Tensor, labels: Tensor, cl
     ``adadf`` (1-ŵ)d + ŵD[y], ``ld_only`` d, ``cd_only`` D[y]. Nothing is detached except D, unless
     ``detach_target`` (then ``fused`` is detached, so the KL loss no longer reaches branch 1 or the heads
     through the target). ``gather`` (several processes): returns every process's ā in rank order, with
-    gradients, and where this process's rows start; ŵ is then normalised over that global batch (this process's slice is returned) and
-    ``attention_all`` holds the global ā for the rank regularisation.
+    gradients, and where this process's rows start; ŵ is then normalised over that global batch (this
+    process's slice is returned) and ``attention_all`` holds the global ā for the rank regularisation.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r} is not valid; expected one of {', '.join(VARIANTS)}")

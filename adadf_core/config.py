@@ -82,7 +82,7 @@ class TrainConfig:
     attention_on: Optional[str] = None       # logits | features: where the attention weight scales
     image_size: Optional[int] = None         # input size in pixels (official 224, paper 100)
     crop_batch_quirk: Optional[bool] = None  # SFEW: RR groups and KL divisor over images, not crops (the code)
-    rr_low_group: Optional[str] = None       # lowest (the code: B - floor(0.7 B) lowest crops) | rest: SFEW RR low group
+    rr_low_group: Optional[str] = None       # lowest (the code: B - floor(0.7 B) crops) | rest: SFEW's RR low group
     rr_margin: Optional[float] = None        # rank-regularisation margin δ (authors: --margin_1)
     cd_source: Optional[str] = None          # eval_pass (an extra pass, the code) | train_pass: where D is mined
     mining_subset: Optional[str] = None      # redraw (the code) | same: AffectNet's subset in the mining pass
@@ -96,8 +96,8 @@ class TrainConfig:
     max_train_samples: Optional[int] = None  # use only the first N training images per class share (quick runs)
     max_test_samples: Optional[int] = None   # use only the first N test images per class share
     cache: str = "memory"                    # decoded-image cache: memory | mmap | none
-    augment_device: str = "cpu"              # cpu (the recipe in the loader) | cuda: flip, RandAugment-style ops, erasing on the GPU
-    num_workers: Optional[int] = None        # data-loader worker processes (none = 0 on the CPU, 8 on CUDA; authors: --num_workers)
+    augment_device: str = "cpu"              # cpu (the recipe in the loader) | cuda (on the GPU, not pixel-exact)
+    num_workers: Optional[int] = None        # loader workers (none: 0 on the CPU, 8 on CUDA; authors: --num_workers)
     # comparison methods (docs/METHOD.md §11–§12)
     scn_relabel_epoch: int = 10              # SCN: first epoch (1-based) that relabels
     scn_relabel_margin: float = 0.2          # SCN: δ2, relabel when max_c P_c - P_y exceeds it
@@ -122,7 +122,7 @@ class TrainConfig:
     trust_pickle: bool = False               # read weights/checkpoints with full unpickling (trusted files only)
     progress: bool = True                    # progress bars and one line per epoch
     # several processes (torchrun; docs/METHOD.md §6)
-    ddp_attention_batch: str = "global"      # global | rank: RR and attention min-max over the global or per-process batch
+    ddp_attention_batch: str = "global"      # global | rank: RR and attention min-max over the global or own batch
     sync_bn: Optional[bool] = None           # SyncBatchNorm across processes (none = on with CUDA; CUDA only)
 
     def to_json(self) -> str:

@@ -245,5 +245,5 @@ def _save_epoch(r: _Run, epoch: int, ev: dict) -> bool:
     return finished
 
 
-if __name__ == "__main__":   # torchrun -m adadf_core.train: the CLI owns the options (imported by name: cli imports train)
+if __name__ == "__main__":   # torchrun -m adadf_core.train; the CLI owns the options (by name: cli imports train)
     sys.exit(importlib.import_module("adadf_core.cli").train_main())

@@ -14,7 +14,10 @@ child process on the same generated RAF-layout set (SynthFER faces written in RA
 
 It prints each epoch's seconds (metrics.csv ``seconds``: training steps, mining, evaluation), the process
 wall time, the speed-up over ``today``, and whether ``today`` and ``new`` wrote the same metrics.csv
-(every column but ``seconds``). ``--repeats R`` runs the settings R times in turn (today, new, train_pass,
+(every column but ``seconds``). ``--parts`` instead times the parts of an epoch in one process, interleaved
+``--repeats`` times on one model and loader (training steps; the mining pass through both branches, as
+before; the mining pass through the auxiliary branch; the test pass) and prints the medians and the epoch
+times they add up to, which a busy neighbour disturbs less than separate processes. ``--repeats R`` runs the settings R times in turn (today, new, train_pass,
 today, ...) and compares the medians: on a shared machine a single run is at the mercy of its neighbours.
 """
 from __future__ import annotations
@@ -63,6 +66,48 @@ def run_setting(name: str, data: Path, out: Path, args) -> dict:
             "rows": [{k: v for k, v in r.items() if k != "seconds"} for r in rows]}
 
 
+def time_parts(data: Path, args) -> dict[str, list[float]]:
+    """Seconds of each part of an epoch, measured ``args.repeats`` times in turn in this process."""
+    import dataclasses
+    sys.path.insert(0, str(ROOT))
+    from adadf_core import distributed
+    from adadf_core.config import make_config, resolve_config
+    from adadf_core.evaluate import evaluate
+    from adadf_core.train import _build, _train_epoch
+    cfg = resolve_config(make_config("raf", "official", data_root=str(data), batch_size=args.batch_size,
+                                     image_size=args.size, num_workers=args.workers, progress=False,
+                                     num_threads=args.threads, run_dir=str(data.parent / "parts")))
+    r = _build(cfg, distributed.SINGLE, resume=False)
+    diag = r.method.diagnostics
+    passes = {"mining, both branches (today)": dataclasses.replace(cfg, pass_diagnostics=True),
+              "mining, auxiliary branch (new)": dataclasses.replace(cfg, pass_diagnostics=False)}
+    times: dict[str, list[float]] = {"training steps": [], **{k: [] for k in passes}, "test pass": []}
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        _train_epoch(r, 1)
+        times["training steps"].append(time.perf_counter() - t0)
+        for name, pass_cfg in passes.items():
+            diag.cfg = pass_cfg
+            t0 = time.perf_counter()
+            r.method._eval_pass(r.model, r.train_loader)
+            times[name].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        evaluate(r.model, r.test_loader, num_classes=7)
+        times["test pass"].append(time.perf_counter() - t0)
+    return times
+
+
+def print_parts(times: dict[str, list[float]]) -> None:
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for k, v in times.items():
+        print(f"  {k:<32} median {med[k]:6.1f} s   ({', '.join(f'{x:.1f}' for x in v)})", flush=True)
+    base = med["training steps"] + med["test pass"]
+    today = base + med["mining, both branches (today)"]
+    new = base + med["mining, auxiliary branch (new)"]
+    print(f"epoch today {today:.1f} s, new {new:.1f} s ({today / new:.2f}x), cd_source=train_pass "
+          f"{base:.1f} s ({today / base:.2f}x)", flush=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="96 / 32 images at 112 px instead of 192 / 64 at 224")
@@ -76,6 +121,7 @@ def main(argv=None) -> int:
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--data-root", default=None, help="reuse a RAF-layout set instead of generating one")
     p.add_argument("--repeats", type=int, default=1, help="run the settings this many times, interleaved")
+    p.add_argument("--parts", action="store_true", help="time the parts of an epoch in one process instead")
     args = p.parse_args(argv)
     n_train = args.n_train or (96 if args.quick else 192)
     n_test = args.n_test or (32 if args.quick else 64)
@@ -84,6 +130,9 @@ def main(argv=None) -> int:
         data = Path(args.data_root) if args.data_root else make_set(Path(tmp) / "data", n_train, n_test)
         print(f"{n_train} / {n_test} images at {args.size} px, batch {args.batch_size}, {args.workers} workers, "
               f"{args.epochs} epoch(s), profile official; os.cpu_count() = {os.cpu_count()}", flush=True)
+        if args.parts:
+            print_parts(time_parts(data, args))
+            return 0
         results: dict[str, list] = {name: [] for name in args.settings}
         for rep in range(args.repeats):
             for name in args.settings:
