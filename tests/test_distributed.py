@@ -370,3 +370,31 @@ def _entry_cuda(rank, world, port, root, run_dir, kw):
         train.fit(tiny_cfg(root, run_dir, **kw))
     finally:
         distributed.shutdown()
+
+
+@pytest.mark.slow
+def test_adadf_train_nproc_launches_torchrun(tiny_synthfer, tmp_path):
+    """`adadf train --nproc 2` end to end: torchrun starts two gloo processes, rank 0 alone prints and writes."""
+    import subprocess
+    import sys
+    run_dir = tmp_path / "cli"
+    done = subprocess.run([sys.executable, "-m", "adadf_core.cli", "train", "--nproc", "2", "--dataset", "synthfer",
+                           "--data-root", str(tiny_synthfer), "--epochs", "1", "--image-size", "16", "--batch-size",
+                           "8", "--recipe", "none", "--track-samples", "0", "--num-threads", "1", "--set",
+                           "progress=false", "--run-dir", str(run_dir)],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count(f"run: {run_dir}") == 1          # one summary: rank 0's
+    assert len(metrics_rows(run_dir)) == 1
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_one_gpu_run_in_fp32_with_device_augmentation(tiny_synthfer, tmp_path):
+    from adadf_core.runs import Run
+    from adadf_core.train import fit
+    cfg = tiny_cfg(tiny_synthfer, tmp_path / "gpu", method="adadf", device="cuda", recipe="official",
+                   augment_device="cuda", image_size=32, epochs=1)
+    run = Run(fit(cfg).path)
+    assert run.config.amp == "auto" and run.environment["tf32"]["matmul"] in (True, False)
+    assert np.isfinite(run.metrics["loss"]).all()
