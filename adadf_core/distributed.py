@@ -47,6 +47,13 @@ class Dist:
         return self.world > 1
 
     @property
+    def device(self) -> torch.device:
+        """Where this process's collectives run: its GPU under NCCL, else the CPU (gloo)."""
+        if self.active and dist.is_initialized() and dist.get_backend() == "nccl":
+            return torch.device("cuda", self.local_rank)
+        return torch.device("cpu")
+
+    @property
     def is_main(self) -> bool:
         """Rank 0: the one process that writes the run folder and prints."""
         return self.rank == 0
@@ -87,7 +94,8 @@ class Dist:
         if not self.active or not sums:
             return sums
         keys = sorted(sums)
-        total = self.all_reduce_sum(torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64))
+        values = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=self.device)
+        total = self.all_reduce_sum(values)
         return {k: float(v) / self.world for k, v in zip(keys, total.tolist())}
 
     def gather_batch(self, tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
