@@ -398,3 +398,31 @@ def test_one_gpu_run_in_fp32_with_device_augmentation(tiny_synthfer, tmp_path):
     run = Run(fit(cfg).path)
     assert run.config.amp == "auto" and run.environment["tf32"]["matmul"] in (True, False)
     assert np.isfinite(run.metrics["loss"]).all()
+
+
+def _affectnet_loader_worker(d, out: Path, labels):
+    from adadf_core.config import make_config, resolve_config
+    from adadf_core.loaders import make_train_loader
+    from tests.test_fidelity import Labelled
+    cfg = resolve_config(make_config("affectnet7", "official", batch_size=4, seed=5))
+    loader, sampler, _ = make_train_loader(cfg, Labelled(labels), "cpu", d)
+    sampler.set_epoch(3)
+    passes = [torch.cat([idx for _, _, idx in loader]).tolist() for _ in range(2)]   # training, mining
+    torch.save(passes, out / f"p{d.rank}.pt")
+
+
+def test_affectnet_passes_are_drawn_once_then_split_between_processes(tmp_path):
+    from adadf_core.config import make_config, resolve_config
+    from adadf_core.loaders import make_train_loader
+    from tests.test_fidelity import Labelled
+    labels = np.array([0] * 6 + [1] * 5 + [2] * 9 + [3] * 4)     # 4 per class: 16 samples, 4 global batches
+    spawn(_affectnet_loader_worker, tmp_path, labels)
+    p0, p1 = torch.load(tmp_path / "p0.pt"), torch.load(tmp_path / "p1.pt")
+    cfg = resolve_config(make_config("affectnet7", "official", batch_size=4, seed=5))
+    loader, sampler, _ = make_train_loader(cfg, Labelled(labels), "cpu")
+    sampler.set_epoch(3)
+    one = [torch.cat([idx for _, _, idx in loader]).tolist() for _ in range(2)]
+    for k in (0, 1):                                   # the training pass, then the (redrawn) mining pass
+        assert not set(p0[k]) & set(p1[k])             # no sample on both processes
+        assert sorted(p0[k] + p1[k]) == sorted(one[k])  # together: the single process's subset
+    assert sorted(one[0]) != sorted(one[1])
