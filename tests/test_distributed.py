@@ -276,6 +276,14 @@ def register_tiny() -> None:
         register_method("tiny_adadf")(TinyAdaDF)
 
 
+@pytest.fixture(autouse=True)
+def _registry_left_as_found():
+    """``tiny_adadf`` exists only while a test of this file needs it (other tests read the registry)."""
+    yield
+    from adadf_core.methods import METHODS
+    METHODS.pop("tiny_adadf", None)
+
+
 def tiny_cfg(root, run_dir, **kw):
     from adadf_core.config import make_config, resolve_config
     register_tiny()
