@@ -81,8 +81,9 @@ def cpu_part(root: Path, args) -> None:
         print(f"  num_workers={workers:<2}  {rate:8.1f} images/s", flush=True)
 
 
-def timed_steps(method: str, amp: str, channels_last: bool, compile_: bool, steps: int, batch: int) -> float:
-    """Training images/s of ``steps`` steps of ``train._train_epoch`` on random GPU batches at 224 px."""
+def timed_steps(method: str, amp: str, channels_last: bool, compile_: bool, steps: int, batch: int,
+                device_name: str = "cuda") -> float:
+    """Training images/s of ``steps`` steps of ``train._train_epoch`` on random device batches at 224 px."""
     import torch
     from adadf_core import device as devmod
     from adadf_core.config import make_config, resolve_config
@@ -90,8 +91,8 @@ def timed_steps(method: str, amp: str, channels_last: bool, compile_: bool, step
     from adadf_core.runs import RunWriter
     from adadf_core.train import _Run, _train_epoch
     cfg = resolve_config(make_config("raf", "official", method=method, batch_size=batch, amp=amp,
-                                     channels_last=channels_last, progress=False, track_samples=0, device="cuda"))
-    device = torch.device("cuda")
+                                     channels_last=channels_last, progress=False, track_samples=0, device=device_name))
+    device = torch.device(device_name)
     run = RunContext(device=device, amp=amp, channels_last=channels_last)
     n = batch * steps
     images = torch.randn(n, 3, 224, 224, device=device)
@@ -113,11 +114,12 @@ def timed_steps(method: str, amp: str, channels_last: bool, compile_: bool, step
     loader = torch.utils.data.DataLoader(data, batch_size=batch, drop_last=True)
     r = _Run(cfg, RunWriter("bench"), run, m, model, opt, sched, interval, scaler, loader, torch.Generator(),
              None, data.class_names, {})
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     _train_epoch(r, 1)                       # warm-up: cudnn autotune, compilation
-    torch.cuda.synchronize()
+    sync()
     t0 = time.perf_counter()
     _train_epoch(r, 1)
-    torch.cuda.synchronize()
+    sync()
     return n / (time.perf_counter() - t0)
 
 
