@@ -27,9 +27,10 @@ from torch import Tensor
 
 VARIANTS = ("adadf", "ld_only", "cd_only")
 OFFDIAG_CHOICES = ("code", "paper")
+RR_LOW_GROUPS = ("lowest", "rest")
 
 __all__ = [
-    "VARIANTS", "OFFDIAG_CHOICES", "loss_weights", "rank_regularization", "normalize_attention",
+    "VARIANTS", "OFFDIAG_CHOICES", "RR_LOW_GROUPS", "loss_weights", "rank_regularization", "normalize_attention",
     "initial_class_distribution", "threshold_distribution", "fuse", "kl_target_loss",
     "ClassDistributionMiner", "kl_divergence", "js_divergence", "ambiguity_divergences",
     "variant_target", "adadf_targets", "adadf_loss",
@@ -74,15 +75,16 @@ def loss_weights(epoch: float, epoch_threshold: float) -> tuple[float, float]:
 
 # ------------------------------------------------------------- §2.2: rank regularisation
 def rank_regularization(attention: Tensor, ratio: float = 0.7, margin: float = 0.07,
-                        group_size: Optional[int] = None) -> Tensor:
+                        group_size: Optional[int] = None, low_group: str = "rest") -> Tensor:
     """SCN's rank regularisation ``max(0, margin - (mean_H - mean_L))`` on a batch of attentions [B].
 
-    The values are sorted in descending order; the high group H is the top ``M`` values and the low
-    group L the remaining ``B - M``. ``M = floor(ratio * B)``, or ``floor(ratio * group_size)`` when
-    ``group_size`` is given: with SFEW's ``crop_batch_quirk`` the authors' code uses the configured
-    batch (16 images) instead of the 160 crops actually in the batch, so H has floor(0.7*16) = 11 crops
-    and L the other 149. Gradients flow into the selected values (the sort itself is not differentiated).
-    Returns a float32 scalar.
+    The values are sorted in descending order; the high group H is the top ``M`` values. ``M = floor(ratio
+    * B)``, or ``floor(ratio * group_size)`` when ``group_size`` is given: with SFEW's ``crop_batch_quirk``
+    the authors' code uses the configured batch (16 images) instead of the 160 crops actually in the batch.
+    The low group L (``low_group``, docs/METHOD.md §6): ``"rest"`` every value outside H (149 of 160 crops);
+    ``"lowest"`` the ``size - M`` lowest values, as the authors' code does (5 of 160 for 16 images). Without
+    ``group_size`` both give the same L. Gradients flow into the selected values (the sort itself is not
+    differentiated). Returns a float32 scalar.
     """
     if attention.dim() == 2 and attention.shape[1] == 1:
         attention = attention[:, 0]
@@ -90,15 +92,18 @@ def rank_regularization(attention: Tensor, ratio: float = 0.7, margin: float = 0
         raise ValueError(f"attention has shape {tuple(attention.shape)}; expected [B]")
     if not (0.0 < ratio < 1.0):
         raise ValueError(f"ratio={ratio!r} is not valid; expected a value in (0, 1)")
+    if low_group not in RR_LOW_GROUPS:
+        raise ValueError(f"low_group={low_group!r} is not valid; expected one of {', '.join(RR_LOW_GROUPS)}")
     n = attention.shape[0]
     size = n if group_size is None else int(group_size)
     high = int(math.floor(ratio * size))
-    if high < 1 or high >= n:
+    if high < 1 or high >= n or (low_group == "lowest" and size > n):
         raise ValueError(f"rank_regularization needs at least one value in each group: batch of {n}, "
                          f"group size {size}, ratio {ratio} gives {high} high values; expected 1 <= "
-                         f"floor(ratio * group size) < batch size")
+                         f"floor(ratio * group size) < batch size (low_group 'lowest': group size <= batch size)")
     values, _ = torch.sort(attention.float(), descending=True)
-    gap = values[:high].mean() - values[high:].mean()
+    low = values[high:] if low_group == "rest" else values[n - (size - high):]
+    gap = values[:high].mean() - low.mean()
     return torch.clamp(margin - gap, min=0.0)
 
 
@@ -255,7 +260,8 @@ def variant_target(variant: str, label_dist: Tensor, class_rows: Tensor, weight:
 
 def adadf_targets(aux_logits: Tensor, attention_pair: Tensor, labels: Tensor, class_dist: Tensor,
                   variant: str = "adadf", lam_min: float = 0.2, lam_max: float = 1.0,
-                  detach_target: bool = False) -> dict[str, Tensor]:
+                  detach_target: bool = False, gather: Optional[Callable[[Tensor], tuple[Tensor, int]]] = None
+                  ) -> dict[str, Tensor]:
     """Targets of the target branch for one batch (docs/METHOD.md §2.4–§2.6 and the Table 2 variants).
 
     ``aux_logits`` o_1 [B, C], ``attention_pair`` raw (a_1, a_2) [B, 2], ``labels`` [B], ``class_dist``
@@ -263,7 +269,9 @@ def adadf_targets(aux_logits: Tensor, attention_pair: Tensor, labels: Tensor, cl
     ``class_rows`` D[y], ``attention`` the averaged ā [B], ``weight`` the normalised ŵ [B] and ``fused``:
     ``adadf`` (1-ŵ)d + ŵD[y], ``ld_only`` d, ``cd_only`` D[y]. Nothing is detached except D, unless
     ``detach_target`` (then ``fused`` is detached, so the KL loss no longer reaches branch 1 or the heads
-    through the target).
+    through the target). ``gather`` (several processes): returns every process's ā in rank order, with
+    gradients, and where this process's rows start; ŵ is then normalised over that global batch (this
+    process's slice is returned) and ``attention_all`` holds the global ā for the rank regularisation.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r} is not valid; expected one of {', '.join(VARIANTS)}")
@@ -278,33 +286,38 @@ def adadf_targets(aux_logits: Tensor, attention_pair: Tensor, labels: Tensor, cl
     class_rows = class_dist.detach().float()[labels.to(device=class_dist.device, dtype=torch.long)]
     class_rows = class_rows.to(label_dist.device)
     attention = attention_pair.float().mean(dim=1)
-    weight = normalize_attention(attention, lam_min, lam_max)
+    attention_all, start = (attention, 0) if gather is None else gather(attention)
+    weight = normalize_attention(attention_all, lam_min, lam_max)[start:start + attention.shape[0]]
     fused = variant_target(variant, label_dist, class_rows, weight)
     if detach_target:
         fused = fused.detach()
     return dict(label_dist=label_dist, class_rows=class_rows, attention=attention, weight=weight,
-                fused=fused)
+                fused=fused, attention_all=attention_all)
+
 
 
 def adadf_loss(out: dict, labels: Tensor, class_dist: Tensor, epoch: float, *,
                variant: str = "adadf", epoch_threshold: float = 3, lam_min: float = 0.2,
                lam_max: float = 1.0, rr_ratio: float = 0.7, rr_margin: float = 0.07,
                group_size: Optional[int] = None, kl_divisor: Optional[int] = None,
-               detach_target: bool = False) -> dict:
+               detach_target: bool = False, rr_low_group: str = "rest",
+               gather: Optional[Callable[[Tensor], tuple[Tensor, int]]] = None) -> dict:
     """The full Ada-DF step loss ``w_CE L_CE + w_KL L_KL + L_RR`` (docs/METHOD.md §2.9) from a model output dict.
 
     ``out`` holds ``logits`` (o_2), ``aux_logits`` (o_1) and ``attention`` [B, 2]. RR acts on the raw
     averaged attention ā in every variant. ``group_size`` / ``kl_divisor``: the configured batch under
-    SFEW's ``crop_batch_quirk`` (None = the actual batch). Returns ``loss``, ``loss_ce``, ``loss_kl``,
+    SFEW's ``crop_batch_quirk`` (None = the actual batch); ``rr_low_group`` as ``low_group`` of
+    ``rank_regularization``; ``gather`` as in ``adadf_targets`` (RR then acts on the global batch, whose
+    ``group_size`` is the global one). Returns ``loss``, ``loss_ce``, ``loss_kl``,
     ``loss_rr`` (float32 tensors), ``w_ce``, ``w_kl`` (floats) and everything ``adadf_targets`` returns.
     """
     labels = labels.to(device=out["aux_logits"].device, dtype=torch.long)
     w_ce, w_kl = loss_weights(epoch, epoch_threshold)
     targets = adadf_targets(out["aux_logits"], out["attention"], labels, class_dist, variant,
-                            lam_min, lam_max, detach_target)
+                            lam_min, lam_max, detach_target, gather)
     loss_ce = F.cross_entropy(out["aux_logits"].float(), labels)
     loss_kl = kl_target_loss(targets["fused"], out["logits"], kl_divisor)
-    loss_rr = rank_regularization(targets["attention"], rr_ratio, rr_margin, group_size)
+    loss_rr = rank_regularization(targets["attention_all"], rr_ratio, rr_margin, group_size, rr_low_group)
     loss = w_ce * loss_ce + w_kl * loss_kl + loss_rr
     return dict(loss=loss, loss_ce=loss_ce, loss_kl=loss_kl, loss_rr=loss_rr, w_ce=w_ce, w_kl=w_kl,
                 **targets)

@@ -167,13 +167,16 @@ def build_train_parser() -> argparse.ArgumentParser:
             group.add_argument(*_flags(name), dest=name, metavar=name.upper(), help=text, type=_typed(name))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="set any TrainConfig field, e.g. --set batch_size=32 --set cd_source=train_pass")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train this one run on N processes with torchrun and DistributedDataParallel (N GPUs, "
+                        "or N CPU processes with gloo) [default: 1]")
     return p
 
 
 def config_from_args(args):
     """The resolved config of ``adadf train``'s arguments (the one place the CLI resolves it)."""
     from .config import make_config, resolve_config
-    overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k != "overrides"}
+    overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("overrides", "nproc")}
     for item in args.overrides:
         if "=" not in item:
             raise ValueError(f"--set {item}: expected KEY=VALUE")
@@ -201,13 +204,19 @@ def format_summary(run) -> str:
 
 
 def train_main(argv: Optional[list[str]] = None) -> int:
+    """``adadf train`` (also each process of ``torchrun -m adadf_core.train``: rank 0 prints the summary)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_train_parser().parse_args(argv)
+    from . import distributed                  # (after parsing: --help stays free of torch)
+    if getattr(args, "nproc", 1) > 1:           # torchrun runs this command again in N processes
+        return distributed.launch(args.nproc, _without_nproc(argv)).returncode
     from .checkpoints import CheckpointError
     from .fileio import DamagedFileError
     from .runs import DiskFullError, RunExistsError
     from .train import NonFiniteLossError, TrainingInterrupted, fit
     try:
         run = fit(config_from_args(args))
+        distributed.shutdown()
     except TrainingInterrupted as stop:
         print(f"adadf train: {stop}", file=sys.stderr)
         return 130
@@ -215,8 +224,22 @@ def train_main(argv: Optional[list[str]] = None) -> int:
             DamagedFileError, DiskFullError) as error:
         print(f"adadf train: error: {error}", file=sys.stderr)
         return 2
-    print(format_summary(run))
+    if distributed.env_rank() == 0:
+        print(format_summary(run))
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` without ``--nproc N`` / ``--nproc=N``."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            out.append(item)
+    return out
 
 
 # --------------------------------------------------------------------------------------- evaluate

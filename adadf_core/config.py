@@ -18,11 +18,11 @@ PROFILES = ("official", "paper")
 # docs/METHOD.md §9
 PROFILE_SWITCHES: dict[str, dict[str, Any]] = {
     "official": dict(fallback_offdiag="code", attention_on="logits", image_size=224,
-                     crop_batch_quirk=True, rr_margin=0.07, cd_source="eval_pass",
-                     detach_target=False, freeze_trunk_bn=False),
+                     crop_batch_quirk=True, rr_low_group="lowest", rr_margin=0.07, cd_source="eval_pass",
+                     mining_subset="redraw", detach_target=False, freeze_trunk_bn=False),
     "paper": dict(fallback_offdiag="paper", attention_on="features", image_size=100,
-                  crop_batch_quirk=False, rr_margin=0.07, cd_source="eval_pass",
-                  detach_target=False, freeze_trunk_bn=False),
+                  crop_batch_quirk=False, rr_low_group="rest", rr_margin=0.07, cd_source="eval_pass",
+                  mining_subset="redraw", detach_target=False, freeze_trunk_bn=False),
 }
 # docs/METHOD.md §6 (+ the embedded data set). Values here override the dataclass defaults.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -52,7 +52,7 @@ NATIVE_RECIPES: dict[str, dict[str, Any]] = {
 
 # fields that do not change what a run computes (or only how fast): ignored when comparing configs
 MACHINERY_FIELDS = ("resume", "reuse", "progress", "num_workers", "num_threads", "cache", "run_dir",
-                    "device", "amp", "channels_last", "trust_pickle")
+                    "device", "amp", "channels_last", "trust_pickle", "pass_diagnostics")
 
 
 @dataclass
@@ -85,8 +85,10 @@ class TrainConfig:
     attention_on: Optional[str] = None       # logits | features: where the attention weight scales
     image_size: Optional[int] = None         # input size in pixels (official 224, paper 100)
     crop_batch_quirk: Optional[bool] = None  # SFEW: RR groups and KL divisor over images, not crops (the code)
+    rr_low_group: Optional[str] = None       # lowest (the code: B - floor(0.7 B) crops) | rest: SFEW's RR low group
     rr_margin: Optional[float] = None        # rank-regularisation margin δ (authors: --margin_1)
     cd_source: Optional[str] = None          # eval_pass (an extra pass, the code) | train_pass: where D is mined
+    mining_subset: Optional[str] = None      # redraw (the code) | same: AffectNet's subset in the mining pass
     detach_target: Optional[bool] = None     # detach the fused target from the auxiliary branch
     freeze_trunk_bn: Optional[bool] = None   # keep the frozen trunk's BatchNorm statistics fixed
     # data
@@ -97,7 +99,8 @@ class TrainConfig:
     max_train_samples: Optional[int] = None  # use only the first N training images per class share (quick runs)
     max_test_samples: Optional[int] = None   # use only the first N test images per class share
     cache: str = "memory"                    # decoded-image cache: memory | mmap | none
-    num_workers: int = 0                     # data-loader worker processes (authors: --num_workers)
+    augment_device: str = "cpu"              # cpu (the recipe in the loader) | cuda (on the GPU, not pixel-exact)
+    num_workers: Optional[int] = None        # loader workers (none: 0 on the CPU, 8 on CUDA; authors: --num_workers)
     # comparison methods (docs/METHOD.md §11–§12)
     scn_relabel_epoch: int = 10              # SCN: first epoch (1-based) that relabels
     scn_relabel_margin: float = 0.2          # SCN: δ2, relabel when max_c P_c - P_y exceeds it
@@ -112,14 +115,18 @@ class TrainConfig:
     slm_schedule: str = "exponential"        # SLM-AEA: exponential (shared recipe) | cosine (native, per step)
     # machinery
     device: str = "auto"                     # auto | cpu | cuda | cuda:N
-    amp: str = "auto"                        # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off
+    amp: str = "auto"                        # auto = fp32 (the authors') | mixed (bf16, else fp16) | bf16 | fp16 | off
     channels_last: Optional[bool] = None     # channels_last memory format (none = on for CUDA, off on CPU)
     num_threads: Optional[int] = None        # torch CPU threads (none = torch's default)
     track_samples: int = 16                  # training samples whose distributions are logged every epoch
+    pass_diagnostics: Optional[bool] = None  # d, ŵ, ā of every sample in the mining pass (none = with votes or noise)
     resume: bool = False                     # continue an interrupted run from its checkpoint.pt
     reuse: bool = False                      # return an existing finished run instead of raising
     trust_pickle: bool = False               # read weights/checkpoints with full unpickling (trusted files only)
     progress: bool = True                    # progress bars and one line per epoch
+    # several processes (torchrun; docs/METHOD.md §6)
+    ddp_attention_batch: str = "global"      # global | rank: RR and attention min-max over the global or own batch
+    sync_bn: Optional[bool] = None           # SyncBatchNorm across processes (none = on with CUDA; CUDA only)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -138,7 +145,28 @@ class TrainConfig:
         from .fileio import read_json
         data = read_json(path, "run config")
         data = data.get("config", data)
-        return cls.from_dict({k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
+        return cls.from_record({k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
+
+    @classmethod
+    def from_record(cls, data: dict) -> "TrainConfig":
+        """A config read back from a run folder or checkpoint: a switch the record predates gets the value
+        that describes what that run computed (``legacy_switch_values``)."""
+        return cls.from_dict({**legacy_switch_values(data), **data})
+
+
+def legacy_switch_values(data: dict) -> dict[str, Any]:
+    """For a recorded config without ``rr_low_group`` / ``mining_subset`` (runs made before they existed,
+    docs/METHOD.md §9): the behaviour those runs had (every remaining crop in the low group; the training
+    pass's AffectNet subset reused), or the profile's value where the switch could not matter."""
+    profile = PROFILE_SWITCHES.get(data.get("profile", "official"), PROFILE_SWITCHES["official"])
+    dataset, old = data.get("dataset"), {}
+    if "rr_low_group" not in data:
+        quirk = dataset == "sfew" and data.get("crop_batch_quirk")
+        old["rr_low_group"] = "rest" if quirk else profile["rr_low_group"]
+    if "mining_subset" not in data:
+        mined = str(dataset).startswith("affectnet") and data.get("cd_source") == "eval_pass"
+        old["mining_subset"] = "same" if mined else profile["mining_subset"]
+    return old
 
 
 def _choices() -> dict[str, tuple]:
@@ -146,14 +174,18 @@ def _choices() -> dict[str, tuple]:
     lazily, so that ``config`` itself stays light)."""
     from . import adadf, datasets, device, model, scn, transforms
     from .methods import method_names
-    from .methods.adadf import CD_SOURCES
+    from .methods.adadf import CD_SOURCES, MINING_SUBSETS
     from .methods.slm_aea import SCHEDULES
+    from .distributed import DDP_ATTENTION_BATCH
+    from .gpu_augment import AUGMENT_DEVICES
     from .slm_aea import EVAL_MEANS
     return {"profile": PROFILES, "method": method_names(), "dataset": datasets.DATASET_NAMES,
             "backbone": model.BACKBONES, "fallback_offdiag": adadf.OFFDIAG_CHOICES,
-            "attention_on": model.ATTENTION_ON, "cd_source": CD_SOURCES, "recipe": transforms.RECIPES,
+            "attention_on": model.ATTENTION_ON, "cd_source": CD_SOURCES,
+            "mining_subset": MINING_SUBSETS, "rr_low_group": adadf.RR_LOW_GROUPS, "recipe": transforms.RECIPES,
             "amp": device.AMP_CHOICES, "cache": datasets.CACHE_MODES, "scn_relabel_scope": scn.SCOPES,
-            "slm_eval_mean": EVAL_MEANS, "slm_schedule": SCHEDULES}
+            "slm_eval_mean": EVAL_MEANS, "slm_schedule": SCHEDULES, "ddp_attention_batch": DDP_ATTENTION_BATCH,
+            "augment_device": AUGMENT_DEVICES}
 
 
 def _finite(v) -> bool:
@@ -181,7 +213,7 @@ def _ranges(v: dict) -> list[tuple[str, bool, str]]:
         ("image_size", isinstance(v["image_size"], int) and v["image_size"] >= 16, "an integer >= 16"),
         opt_at_least("max_train_samples", 1), opt_at_least("max_test_samples", 1),
         opt_at_least("num_threads", 1),
-        ("num_workers", isinstance(v["num_workers"], int) and v["num_workers"] >= 0, "an integer >= 0"),
+        opt_at_least("num_workers", 0),
         ("track_samples", isinstance(v["track_samples"], int) and v["track_samples"] >= 0, "an integer >= 0"),
         ("scn_relabel_epoch", isinstance(v["scn_relabel_epoch"], int) and v["scn_relabel_epoch"] >= 1,
          "an integer >= 1"),

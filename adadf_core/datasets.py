@@ -858,31 +858,37 @@ def load_split(name: str, root: Optional[str | Path], split: str, image_size: in
 class BalancedUndersampler(Sampler[int]):
     """Class-balanced undersampling, redrawn every epoch: each class present contributes m samples
     drawn without replacement, m = the smallest class count; order shuffled. Deterministic given
-    (seed, epoch); call ``set_epoch(e)`` before each epoch."""
+    (seed, epoch); call ``set_epoch(e)`` before each epoch. ``redraw`` (the authors' sampler, docs/METHOD.md
+    §4): every further pass in the same epoch (the mining pass) draws its own subset, seeded by (seed, epoch,
+    pass); without it every pass of an epoch sees the training pass's subset."""
 
-    def __init__(self, labels: torch.Tensor | np.ndarray, seed: int = 0):
+    def __init__(self, labels: torch.Tensor | np.ndarray, seed: int = 0, redraw: bool = False):
         labels = np.asarray(labels, dtype=np.int64)
-        self.seed, self.epoch = int(seed), 0
+        self.seed, self.epoch, self.redraw, self.passes = int(seed), 0, bool(redraw), 0
         self.by_class = [np.nonzero(labels == c)[0] for c in np.unique(labels)]
         self.per_class = min(len(v) for v in self.by_class) if self.by_class else 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self.epoch, self.passes = int(epoch), 0
 
     def __len__(self) -> int:
         return self.per_class * len(self.by_class)
 
-    def indices(self) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, self.epoch])
+    def indices(self, draw: int = 0) -> np.ndarray:
+        """The subset of pass ``draw`` (0 = the training pass) of the current epoch, shuffled."""
+        rng = np.random.default_rng([self.seed, self.epoch] + ([int(draw)] if draw else []))
         chosen = [rng.choice(idx, size=self.per_class, replace=False) for idx in self.by_class]
         return rng.permutation(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(int(i) for i in self.indices())
+        draw = self.passes if self.redraw else 0
+        self.passes += 1
+        return iter(int(i) for i in self.indices(draw))
 
 
-def make_train_sampler(ds: FERDataset, name: str, seed: int) -> Optional[Sampler]:
-    """The balanced undersampler for affectnet7/affectnet8 (docs/METHOD.md §6); None (plain shuffle) otherwise."""
+def make_train_sampler(ds: FERDataset, name: str, seed: int, redraw: bool = False) -> Optional[Sampler]:
+    """The balanced undersampler for affectnet7/affectnet8 (docs/METHOD.md §6; ``redraw``: a new subset for
+    each pass of an epoch); None (plain shuffle) otherwise."""
     if name in ("affectnet7", "affectnet8"):
-        return BalancedUndersampler(ds.labels, seed)
+        return BalancedUndersampler(ds.labels, seed, redraw)
     return None

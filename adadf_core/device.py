@@ -2,8 +2,13 @@
 
 Policy in one place:
 * ``select_device("auto")`` picks CUDA when present, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` force one.
-* Mixed precision only on CUDA: ``amp="auto"`` means bf16 where the GPU supports it (else fp16), ``"off"``
-  means fp32. On CPU autocast is never used, whatever ``amp`` says.
+* Precision (docs/METHOD.md §9): ``amp="auto"`` is fp32, as the authors trained; mixed precision is a
+  switch, CUDA only: ``"mixed"`` bf16 where the GPU supports it (else fp16), ``"bf16"``, ``"fp16"``;
+  ``"off"`` is fp32. On CPU autocast is never used, whatever ``amp`` says. TF32: PyTorch's defaults are
+  kept, so on Ampere and newer GPUs cuDNN convolutions run in TF32 (10-bit mantissa inputs, fp32
+  accumulation; ``torch.backends.cudnn.allow_tf32`` is True by default) while matrix multiplications
+  (the fc and attention heads) stay in full fp32 (``torch.backends.cuda.matmul.allow_tf32`` is False by
+  default); ``environment`` records both for every CUDA run.
 * fp16 needs a gradient scaler; bf16 does not (``needs_grad_scaler``).
 * channels_last is on by default on CUDA and off on CPU.
 """
@@ -16,7 +21,7 @@ import random
 import numpy as np
 import torch
 
-AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+AMP_CHOICES = ("auto", "mixed", "bf16", "fp16", "off")
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -38,12 +43,13 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device``; None means full precision (always on CPU)."""
+    """The autocast dtype for ``amp`` on ``device``; None means full precision (fp32: always on CPU, and
+    for ``auto`` and ``off``)."""
     if amp not in AMP_CHOICES:
         raise ValueError(f"amp={amp!r} is not valid; expected one of {', '.join(AMP_CHOICES)}")
-    if torch.device(device).type != "cuda" or amp == "off":
+    if torch.device(device).type != "cuda" or amp in ("auto", "off"):
         return None
-    if amp == "auto":
+    if amp == "mixed":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
@@ -105,6 +111,9 @@ def environment(device) -> dict:
     env = {"torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
            "device": str(device), "num_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()}
+    if device.type == "cuda":
+        env["tf32"] = {"cudnn_conv": bool(torch.backends.cudnn.allow_tf32),
+                       "matmul": bool(torch.backends.cuda.matmul.allow_tf32)}
     try:
         import torchvision
         env["torchvision"] = torchvision.__version__

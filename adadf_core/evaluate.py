@@ -12,20 +12,24 @@ import numpy as np
 import torch
 
 from . import device as devmod
-from .methods.base import per_image
+from .distributed import SINGLE, Dist, gather_evaluation
+from .methods.base import per_image, unwrap
 
 
 @torch.no_grad()
 def evaluate(model, loader, device="cpu", amp: str = "off", channels_last: bool = False,
-             num_classes: Optional[int] = None) -> dict:
+             num_classes: Optional[int] = None, dist: Dist = SINGLE) -> dict:
     """Run ``model`` (eval mode) over ``loader`` and return ``acc``, ``per_class_acc`` [C] (NaN for a
     class without test samples), ``confusion`` [C, C] (rows true, columns predicted), ``features``
     [N, F], ``labels`` [N], ``preds`` [N] (numpy). The model's ``forward_target`` (the inference
-    branch) is used when it has one, else ``model``."""
+    branch alone) is used when it has one, else ``model``. With several processes (``dist``) each
+    evaluates its batches (``distributed.shard_batches``) and every process gets the whole split's
+    results, in file order."""
     device = torch.device(device)
+    model = unwrap(model)
     was_training = model.training
     model.eval()
-    feats, labels_all, preds_all = [], [], []
+    feats, labels_all, preds_all, index_all = [], [], [], []
     try:
         for batch in loader:
             images, labels = batch[0], batch[1]
@@ -45,13 +49,18 @@ def evaluate(model, loader, device="cpu", amp: str = "off", channels_last: bool 
             preds_all.append(logits.argmax(1).cpu())
             feats.append(features.cpu())
             labels_all.append(torch.as_tensor(labels).long().cpu())
+            if dist.active:
+                index_all.append(torch.as_tensor(batch[2]).long().cpu())
     finally:
         model.train(was_training)
-    if not preds_all:
+    if dist.active:     # a process may have no test batch; the others still wait for its share
+        own = [torch.cat(x).numpy() if x else None for x in (index_all, preds_all, labels_all, feats)]
+        preds, labels, features = gather_evaluation(dist, *own)
+    elif not preds_all:
         raise ValueError("evaluate: the loader yielded no batches (empty test split?)")
-    preds = torch.cat(preds_all).numpy()
-    labels = torch.cat(labels_all).numpy()
-    features = torch.cat(feats).numpy()
+    else:
+        preds, labels = torch.cat(preds_all).numpy(), torch.cat(labels_all).numpy()
+        features = torch.cat(feats).numpy()
     c = int(num_classes) if num_classes is not None else int(max(labels.max(), preds.max()) + 1)
     confusion = np.bincount(labels * c + preds, minlength=c * c).reshape(c, c).astype(np.int64)
     totals = confusion.sum(1)

@@ -270,6 +270,13 @@ class AdaDFNet(nn.Module):
         o2, a2 = _head_output(self.branch2.fc, self.head2, h2, self.attention_on)
         return dict(logits=o2, aux_logits=o1, attention=torch.stack((a1, a2), dim=1), features=h2)
 
+    def forward_aux(self, x: Tensor) -> dict[str, Tensor]:
+        """Auxiliary branch only (the mining pass needs o_1 alone, docs/METHOD.md §4): ``aux_logits`` o_1,
+        ``attention`` a_1 [B]; the same values as ``forward``'s, without branch 2."""
+        h1 = self.branch1.features(self.trunk(x))
+        o1, a1 = _head_output(self.branch1.fc, self.head1, h1, self.attention_on)
+        return dict(aux_logits=o1, attention=a1)
+
     def forward_target(self, x: Tensor) -> dict[str, Tensor]:
         """Target branch only (inference): ``logits`` o_2, ``features`` h_2, ``attention`` a_2 [B]."""
         h2 = self.branch2.features(self.trunk(x))

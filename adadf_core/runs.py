@@ -261,6 +261,56 @@ def open_run_dir(cfg: TrainConfig) -> tuple[Path, RunLock]:
     return run_dir, lock
 
 
+def new_history() -> dict:
+    """What a run accumulates over its epochs (saved in every checkpoint, read by ``records``)."""
+    return {"metrics": [], "class_distributions": [], "attention_rows": [], "tracked": [],
+            "best": {}, "per_class_last": None, "seconds": 0.0}
+
+
+def add_to_history(history: dict, row: dict, record, per_class_acc) -> None:
+    """Add a finished epoch: its metrics.csv ``row``, the method's ``EpochRecord`` (D, attention rows,
+    tracked samples) and the test split's per-class accuracy."""
+    history["seconds"] += row["seconds"]
+    history["metrics"].append(row)
+    history["per_class_last"] = [float(a) for a in per_class_acc]
+    if record.class_distribution is not None:
+        history["class_distributions"].append(record.class_distribution)
+    history["attention_rows"] += record.attention_rows
+    if record.tracked is not None:
+        history["tracked"].append(record.tracked)
+
+
+class _NoLock:
+    """What a process other than rank 0 holds instead of the folder lock (several processes)."""
+
+    def release(self) -> None:
+        pass
+
+
+def open_run(cfg: TrainConfig, d) -> tuple[Path, Any, str]:
+    """``open_run_dir`` and ``check_run_dir`` for a run of one or more processes (``distributed.Dist`` d):
+    rank 0 locks the folder and decides "fresh" / "resume" / "done"; every process learns the decision,
+    or fails with rank 0's error. Returns (run_dir, lock, action); only rank 0 ever writes the folder."""
+    lock, action, error = _NoLock(), None, None
+    if d.is_main:
+        try:
+            run_dir, lock = open_run_dir(cfg)
+            action = check_run_dir(cfg, run_dir)[0]
+        except Exception as exc:          # told to every other process, then raised
+            lock.release()
+            if not d.active:
+                raise
+            error = exc
+    if not d.active:
+        return run_dir, lock, action
+    action, message = d.broadcast_object((action, None if error is None else str(error)))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RunExistsError(f"rank 0 could not open the run folder: {message}")
+    return Path(cfg.run_dir), lock, action
+
+
 class DiskFullError(OSError):
     """No space left while writing a run's file."""
 
@@ -348,6 +398,26 @@ class RunWriter:
             env["weights"] = old.get("weights", cfg.pretrained or "scratch")
             env["weights_sha256"] = old.get("weights_sha256")
         self.json("config.json", {"config": dataclasses.asdict(cfg), "environment": env})
+
+    def write_epoch(self, ev: dict, history: dict, tracked_info, weights: dict, state: dict, best: bool,
+                    finished: bool, summary: dict) -> None:
+        """One epoch's files, staged and moved in together (``commit_epoch``): the confusion matrix, the best
+        epoch's weights and confusion, the last epoch's test features, the records, a finished run's lean
+        weights (safetensors), then the checkpoint (``state``) and the summary."""
+        epoch = state["epoch"]
+        self.begin_epoch()
+        self.array("confusion.npy", ev["confusion"])
+        if best:
+            self.torch_file("best_model.pt", {"model": weights, "epoch": epoch, "acc": ev["acc"]})
+            self.array("confusion_best.npy", ev["confusion"])
+        if finished:
+            self.arrays("features.npz", {"features": ev["features"], "labels": ev["labels"], "preds": ev["preds"]})
+        self.records(history, tracked_info)
+        if finished:
+            self.finish(weights, history["best"]["epoch"] == epoch, {"config": state["config"], "epoch": epoch})
+        self.torch_file("checkpoint.pt", state)
+        self.json("summary.json", summary)
+        self.commit_epoch()
 
     def begin_epoch(self) -> None:
         import shutil

@@ -65,6 +65,34 @@ def train_or_reuse(cfg: TrainConfig, runs_root: str | Path | None = None, reuse:
     return fit(dataclasses.replace(cfg, reuse=True, resume=resumable(run_dir)))
 
 
+def train_on_devices(cfgs: Sequence[TrainConfig], runs_root: str | Path, devices: Sequence[str],
+                     reuse: bool = True) -> list:
+    """Train or reuse independent runs concurrently, one process per entry of ``devices`` (for example
+    ``["cuda:0", "cuda:1"]``; ``"cpu"`` may repeat): process k trains configs k, k + N, ... in order on its
+    device, through ``train_or_reuse``. The device is a machinery field, so folder names, reuse and the
+    numbers are those of a sequential ``train_many``. Returns the runs in the order of ``cfgs``."""
+    import concurrent.futures
+    import multiprocessing
+    from .runs import Run
+
+    cfgs, devices = list(cfgs), list(devices)
+    if not devices:
+        raise ValueError("train_on_devices: devices=[] is not valid; expected at least one device such as cuda:0")
+    paths = [Path(c.run_dir) if c.run_dir else run_dir_for_config(runs_root, c) for c in cfgs]
+    groups = [[dataclasses.replace(cfgs[i], run_dir=str(paths[i]), device=dev)
+               for i in range(k, len(cfgs), len(devices))] for k, dev in enumerate(devices)]
+    with concurrent.futures.ProcessPoolExecutor(len(devices), mp_context=multiprocessing.get_context("spawn")) as pool:
+        for done in [pool.submit(_train_in_order, group, reuse) for group in groups if group]:
+            done.result()
+    return [Run(p) for p in paths]
+
+
+def _train_in_order(cfgs: list, reuse: bool) -> None:
+    """One device's share of ``train_on_devices`` (a child process)."""
+    for cfg in cfgs:
+        train_or_reuse(cfg, reuse=reuse)
+
+
 def train_many(cfgs: Sequence[TrainConfig], runs_root: str | Path, desc: str = "runs",
                reuse: bool = True) -> list:
     """Train or reuse each config in order under one bar that names the run in progress, with one line

@@ -4,11 +4,14 @@ Read top to bottom: ``fit`` locks the run folder, builds the run (data, method, 
 a checkpoint when resuming, then runs the epochs: ``_train_epoch`` (the steps), ``_end_epoch`` (mining,
 evaluation, records), ``_save_epoch`` (the files, committed together). ``resume=True`` continues an
 interrupted run to the same numbers (bit-identical on the CPU with ``num_workers=0``). A method's step is in
-``methods/``, the run-folder contract (naming, locking, writing, reading) in ``runs.py``.
+``methods/``, the run-folder contract in ``runs.py``. ``torchrun --nproc-per-node N -m adadf_core.train
+[adadf train options]`` runs the same loop in N processes (``distributed.py``); rank 0 alone writes.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import sys
 import time
 from typing import Any, Optional
 
@@ -17,13 +20,14 @@ import torch
 from . import device as devmod
 from .config import TrainConfig, config_differences, is_resolved, resolve_config, validate_config
 from .evaluate import evaluate
-from .loaders import load_splits, make_test_loader, make_train_loader
-from .methods import RunContext, get_method
+from .loaders import device_augment, load_splits, make_test_loader, make_train_loader
+from . import distributed
+from .methods import RunContext, get_method, unwrap
 from .model import load_model_state
 from .progress import epoch_bar, epoch_line
 from .checkpoints import load as load_state, non_finite
-from .runs import (Run, RunExistsError, RunWriter, check_run_dir,  # noqa: F401 (fit raises RunExistsError)
-                   default_run_dir, make_summary, open_run_dir)
+from .runs import (Run, RunExistsError, RunWriter,  # noqa: F401 (fit raises RunExistsError)
+                   add_to_history, default_run_dir, make_summary, new_history, open_run)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -63,15 +67,17 @@ def fit(cfg: TrainConfig, stop_after_epoch: Optional[int] = None) -> Run:
     validate_config(cfg)
     if cfg.run_dir is None:
         cfg = dataclasses.replace(cfg, run_dir=str(default_run_dir(cfg)))
-    run_dir, lock = open_run_dir(cfg)         # a bad or busy folder fails here, before data and model load
+    d = distributed.init(devmod.select_device(cfg.device).type)    # one process: distributed.SINGLE
+    cfg = cfg if d.is_main else dataclasses.replace(cfg, progress=False)
+    run_dir, lock, action = open_run(cfg, d)   # a bad or busy folder fails here, before data and model load
     r = None
     try:
-        action, existing = check_run_dir(cfg, run_dir)
         if action == "done":
-            return existing
-        r = _build(cfg, resume=action == "resume")
+            return Run(run_dir)
+        r = _build(cfg, d, resume=action == "resume")
         start_epoch = _restore(r) if action == "resume" else _start(r)
-        r.writer.config(cfg, r.model, r.train_loader.dataset, resumed=action == "resume")
+        if d.is_main:
+            r.writer.config(cfg, unwrap(r.model), r.train_loader.dataset, resumed=action == "resume")
         for epoch in range(start_epoch, cfg.epochs + 1):
             t0 = time.time()
             if hasattr(r.train_loader.sampler, "set_epoch"):      # AffectNet's balanced undersampler
@@ -87,41 +93,43 @@ def fit(cfg: TrainConfig, stop_after_epoch: Optional[int] = None) -> Run:
                                   f"epoch(s): continue with --resume --run-dir {run_dir}") from None
     finally:
         lock.release()
+    d.barrier()                               # rank 0 has committed the last epoch before anyone reads it
     return Run(run_dir)
 
 
-def _build(cfg: TrainConfig, resume: bool) -> _Run:
+def _build(cfg: TrainConfig, d: distributed.Dist, resume: bool) -> _Run:
     """Device, seeds, data, method, model, loaders and optimiser, in the order that fixes the RNG stream."""
-    device = devmod.select_device(cfg.device)
+    device = distributed.process_device(devmod.select_device(cfg.device), d)
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
-    devmod.seed_everything(cfg.seed, deterministic=device.type == "cpu")
+    devmod.seed_everything(cfg.seed + d.rank, deterministic=device.type == "cpu")   # DDP copies rank 0's weights
     amp = cfg.amp if device.type == "cuda" else "off"
     method_cls = get_method(cfg.method)
     data = load_splits(cfg, with_train=True,
                        with_train_eval=cfg.track_samples > 0 and method_cls.needs_train_eval_set)
     train_set, test_set = data["train"], data["test"]
     run = RunContext(device=device, amp=amp, channels_last=devmod.use_channels_last(device, cfg),
-                     train_eval_set=data.get("train_eval"))
+                     train_eval_set=data.get("train_eval"), dist=d, augment=device_augment(cfg, device))
     method = method_cls(cfg, train_set.num_classes, train_set, run)
     # resuming: the weights come from the checkpoint, so the pretrained file is not read again
     model = method_cls.build_model(cfg, train_set.num_classes, None if resume else cfg.pretrained)
     model = model.to(device, memory_format=torch.channels_last) if run.channels_last else model.to(device)
-    train_loader, _, generator = make_train_loader(cfg, train_set, device)
-    test_loader = make_test_loader(cfg, test_set, method_cls.test_batch_size(cfg), device)
+    model = distributed.wrap_model(model, d, device, cfg.sync_bn)
+    train_loader, _, generator = make_train_loader(cfg, train_set, device, d)
+    test_loader = make_test_loader(cfg, test_set, method_cls.test_batch_size(cfg), device, d)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                  weight_decay=cfg.weight_decay)
     scheduler, interval = method.make_scheduler(optimizer, len(train_loader))
     scaler = torch.amp.GradScaler("cuda", enabled=devmod.needs_grad_scaler(device, amp))
-    history = {"metrics": [], "class_distributions": [], "attention_rows": [], "tracked": [],
-               "best": {}, "per_class_last": None, "seconds": 0.0}
+    history = new_history()
     return _Run(cfg, RunWriter(cfg.run_dir), run, method, model, optimizer, scheduler, interval, scaler,
                 train_loader, generator, test_loader, list(train_set.class_names), history)
 
 
 def _start(r: _Run) -> int:
     """A fresh run: clear what a run that died before its first checkpoint left; record the initial D."""
-    r.writer.start_fresh()
+    if r.run.dist.is_main:
+        r.writer.start_fresh()
     initial = r.method.initial_record()
     if initial.class_distribution is not None:
         r.history["class_distributions"].append(initial.class_distribution)
@@ -133,17 +141,17 @@ def _restore(r: _Run) -> int:
     """Load ``checkpoint.pt`` into the run; returns the first epoch still to train."""
     path = r.writer.path / "checkpoint.pt"
     ckpt = load_state(path, "checkpoint", trust_pickle=r.cfg.trust_pickle)   # code-free read, CPU tensors
-    diff = config_differences(TrainConfig.from_dict(ckpt["config"]), r.cfg)
+    diff = config_differences(TrainConfig.from_record(ckpt["config"]), r.cfg)
     if diff:
         raise ValueError(f"cannot resume {r.writer.path}: its config differs from this one ({'; '.join(diff)})")
-    load_model_state(r.model, ckpt["model"], path)
+    load_model_state(unwrap(r.model), ckpt["model"], path)
     r.optimizer.load_state_dict(ckpt["optimizer"])
     r.scheduler.load_state_dict(ckpt["scheduler"])
     r.scaler.load_state_dict(ckpt["scaler"])
     r.method.load_state_dict(ckpt["method"])
     r.history = ckpt["history"]
     r.generator.set_state(ckpt["loader_generator"])
-    devmod.set_rng_state(ckpt["rng"])
+    devmod.set_rng_state(distributed.rank_rng_state(ckpt, r.run.dist, path))
     r.tracked_info = r.method.initial_record().tracked
     r.committed = int(ckpt["epoch"])
     return r.committed + 1
@@ -159,7 +167,7 @@ def _train_epoch(r: _Run, epoch: int) -> dict:
     try:
         for step, (images, labels, indices) in enumerate(r.train_loader):
             r.position = (epoch, step + 1)
-            images = r.run.to_device(images)
+            images = r.run.train_images(images)
             labels = labels.to(r.run.device, non_blocking=True).long()
             indices = indices.to(r.run.device, non_blocking=True).long()
             with r.run.autocast():
@@ -187,8 +195,9 @@ def _train_epoch(r: _Run, epoch: int) -> dict:
     finally:
         if bar is not None:
             bar.close()
+    r.run.dist.sync_buffers(unwrap(model))        # one set of BatchNorm statistics for mining and evaluation
     row = {"epoch": epoch, "lr": lr}
-    row.update({k: float(v) / steps for k, v in sums.items()})
+    row.update({k: float(v) / steps for k, v in r.run.dist.mean_over(sums).items()})
     return row
 
 
@@ -201,49 +210,40 @@ def _end_epoch(r: _Run, epoch: int, row: dict, t0: float) -> bool:
     if r.interval == "epoch":
         r.scheduler.step()
     ev = evaluate(r.model, r.test_loader, device=r.run.device, amp=r.run.amp,
-                  channels_last=r.run.channels_last, num_classes=len(names))
+                  channels_last=r.run.channels_last, num_classes=len(names), dist=r.run.dist)
     row["test_acc"] = ev["acc"]
     row.update({f"acc_{name}": float(a) for name, a in zip(names, ev["per_class_acc"])})
     row["seconds"] = time.time() - t0
-    history["seconds"] += row["seconds"]
-    history["metrics"].append(row)
-    epoch_line(cfg, row)
-    history["per_class_last"] = [float(a) for a in ev["per_class_acc"]]
-    if record.class_distribution is not None:
-        history["class_distributions"].append(record.class_distribution)
-    history["attention_rows"] += record.attention_rows
-    if record.tracked is not None:
-        history["tracked"].append(record.tracked)
+    add_to_history(history, row, record, ev["per_class_acc"])
+    epoch_line(cfg, row)                      # (progress is off on every process but rank 0)
     return _save_epoch(r, epoch, ev)
 
 
 def _save_epoch(r: _Run, epoch: int, ev: dict) -> bool:
-    """The epoch's files, staged and moved in together (``RunWriter.commit_epoch``), checkpoint and summary last."""
-    bad = non_finite(r.model.state_dict())
+    """The epoch's bookkeeping, then its files (rank 0; ``RunWriter.write_epoch``)."""
+    net = unwrap(r.model)
+    bad = non_finite(net.state_dict())
     if bad:  # never written
         raise NonFiniteLossError(f"weights became NaN or infinite in epoch {epoch} of {r.writer.path} "
                                  f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); stopped before "
                                  f"writing them: the folder keeps epoch {epoch - 1}; lower lr or check the data")
-    w, history = r.writer, r.history
-    w.begin_epoch()
-    w.array("confusion.npy", ev["confusion"])
-    if not history["best"] or ev["acc"] > history["best"]["acc"]:
+    history, finished = r.history, epoch == r.cfg.epochs
+    best = not history["best"] or ev["acc"] > history["best"]["acc"]
+    if best:
         history["best"] = {"acc": ev["acc"], "epoch": epoch, "per_class": [float(a) for a in ev["per_class_acc"]]}
-        w.torch_file("best_model.pt", {"model": r.model.state_dict(), "epoch": epoch, "acc": ev["acc"]})
-        w.array("confusion_best.npy", ev["confusion"])
-    finished = epoch == r.cfg.epochs
-    if finished:
-        w.arrays("features.npz", {"features": ev["features"], "labels": ev["labels"], "preds": ev["preds"]})
-    w.records(history, r.tracked_info)
-    state = {"epoch": epoch, "config": dataclasses.asdict(r.cfg), "method": r.method.state_dict(), "history": history}
-    if finished:      # lean: the weights as safetensors, no optimiser state (a finished run is never resumed)
-        w.finish(r.model.state_dict(), history["best"]["epoch"] == epoch, {"config": state["config"], "epoch": epoch})
-    else:
-        state.update(model=r.model.state_dict(), optimizer=r.optimizer.state_dict(), rng=devmod.rng_state(),
-                     scheduler=r.scheduler.state_dict(), scaler=r.scaler.state_dict(),
-                     loader_generator=r.generator.get_state())
-    w.torch_file("checkpoint.pt", state)
-    w.json("summary.json", make_summary(r.cfg, history, r.class_names, finished))
-    w.commit_epoch()
+    rng = r.run.dist.gather_objects(devmod.rng_state())       # every process's RNG state, in rank order
+    if r.run.dist.is_main:                                    # only rank 0 writes; the others keep the same history
+        state = {"epoch": epoch, "config": dataclasses.asdict(r.cfg), "method": r.method.state_dict(),
+                 "history": history}
+        if not finished:  # lean: a finished run keeps no optimiser state (it is never resumed)
+            state.update(model=net.state_dict(), optimizer=r.optimizer.state_dict(), rng=rng[0], rng_by_rank=rng,
+                         scheduler=r.scheduler.state_dict(), scaler=r.scaler.state_dict(),
+                         loader_generator=r.generator.get_state())
+        r.writer.write_epoch(ev, history, r.tracked_info, net.state_dict(), state, best, finished,
+                             make_summary(r.cfg, history, r.class_names, finished))
     r.committed = epoch
     return finished
+
+
+if __name__ == "__main__":   # torchrun -m adadf_core.train; the CLI owns the options (by name: cli imports train)
+    sys.exit(importlib.import_module("adadf_core.cli").train_main())

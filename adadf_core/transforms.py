@@ -10,6 +10,8 @@ Recipes:
   ``paper``    the same recipe (the paper's image size comes from the profile, not from here).
   ``light``    resize, flip, tensor, normalise (quick CPU runs).
   ``none``     resize, tensor, normalise.
+  ``uint8``    resize, uint8 tensor (the loader's part with ``augment_device="cuda"``: the rest of the
+               training recipe runs on the GPU, ``gpu_augment.DeviceAugment``; test: as ``none``).
   ``scn``      SCN's native recipe (docs/METHOD.md §12.4): with p 0.5 one of {horizontal flip, Gaussian
                pixel noise sigma sqrt(30)}, chosen 50/50 -> resize -> tensor -> normalise -> RandomErasing.
   ``slm``      SLM-AEA's native recipe (docs/METHOD.md §11.6): Gaussian pixel noise with p 0.5 -> resize
@@ -29,7 +31,8 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-RECIPES = ("official", "paper", "light", "none", "scn", "slm")
+RECIPES = ("official", "paper", "light", "none", "scn", "slm")   # cfg.recipe
+LOADER_RECIPES = RECIPES + ("uint8",)                            # uint8: set by the loader, not a cfg.recipe
 PIXEL_NOISE_SIGMA = 30 ** 0.5   # grey levels (SCN and SLM-AEA)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -122,6 +125,8 @@ def _recipe_steps(train: bool, recipe: str, randaug_config: str) -> T.Compose:
     """The steps after the resize (per crop on SFEW) for official / paper / light / none: RandAugment
     and flip, to tensor, normalise, RandomErasing (official and paper); flip only (light); none."""
     full = train and recipe in ("official", "paper")
+    if train and recipe == "uint8":
+        return T.Compose([T.PILToTensor()])
     steps: list = []
     if full:
         steps = [randaugment(randaug_config), T.RandomHorizontalFlip(0.5)]
@@ -135,8 +140,8 @@ def _recipe_steps(train: bool, recipe: str, randaug_config: str) -> T.Compose:
 
 def build_transform(dataset: str, split: str, image_size: int, recipe: str = "official") -> FERTransform:
     """The transform for ``dataset`` ("sfew" uses TenCrop) and ``split`` ("train" | "test")."""
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown transform recipe {recipe!r}; expected one of {', '.join(RECIPES)}")
+    if recipe not in LOADER_RECIPES:
+        raise ValueError(f"unknown transform recipe {recipe!r}; expected one of {', '.join(LOADER_RECIPES)}")
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
     image_size = int(image_size)

@@ -77,7 +77,8 @@ def by_hand(out, labels, D, cfg, epoch, group=None):
     size = group or n
     top = int(cfg.rr_ratio * size)
     srt = abar.sort(descending=True).values
-    rr = max(0.0, cfg.rr_margin - float(srt[:top].mean() - srt[top:].mean()))
+    low = srt[top:] if cfg.rr_low_group == "rest" else srt[n - (size - top):]   # lowest: size - top crops
+    rr = max(0.0, cfg.rr_margin - float(srt[:top].mean() - low.mean()))
     w = cfg.lambda_min + (cfg.lambda_max - cfg.lambda_min) * (abar - abar.min()) / (abar.max() - abar.min() + 1e-12)
     d = torch.softmax(o1, 1)
     f = (1 - w[:, None]) * d + w[:, None] * D[labels]

@@ -11,7 +11,7 @@ subclass with ``@register_method("name")`` and import the file below.
 """
 from __future__ import annotations
 
-from .base import EpochRecord, Method, RunContext, flatten_crops
+from .base import EpochRecord, Method, RunContext, flatten_crops, unwrap
 from .registry import METHODS, register_method
 from . import baseline, adadf, scn, slm_aea  # noqa: E402,F401  (each registers its classes)
 
@@ -33,5 +33,5 @@ def build_model_for(cfg, num_classes: int, pretrained: bool = True):
     return get_method(cfg.method).build_model(cfg, num_classes, cfg.pretrained if pretrained else None)
 
 
-__all__ = ["EpochRecord", "Method", "RunContext", "flatten_crops", "METHODS", "register_method",
+__all__ = ["EpochRecord", "Method", "RunContext", "flatten_crops", "unwrap", "METHODS", "register_method",
            "method_names", "get_method", "build_model_for"]

@@ -14,11 +14,12 @@ from __future__ import annotations
 import torch
 
 from .. import adadf as A
-from .base import EpochRecord, Method, flatten_crops
+from .base import EpochRecord, Method, flatten_crops, unwrap
 from .diagnostics import AdaDFDiagnostics
 from .registry import register_method
 
 CD_SOURCES = ("eval_pass", "train_pass")
+MINING_SUBSETS = ("redraw", "same")   # AffectNet: the sampler's subset in the mining pass (§4)
 
 
 @register_method("adadf")
@@ -47,11 +48,13 @@ class AdaDFMethod(Method):
         cfg = self.cfg
         images, labels, indices, n_crops = flatten_crops(images, labels, indices)
         out = model(images)
-        group = self._group(n_crops)
+        gather = self._attention_gather()
         parts = A.adadf_loss(out, labels, self.D, epoch, variant=self.variant,
                              epoch_threshold=cfg.epoch_threshold, lam_min=cfg.lambda_min,
                              lam_max=cfg.lambda_max, rr_ratio=cfg.rr_ratio, rr_margin=cfg.rr_margin,
-                             group_size=group, kl_divisor=group, detach_target=cfg.detach_target)
+                             group_size=self._group(n_crops, global_batch=gather is not None),
+                             kl_divisor=self._group(n_crops), detach_target=cfg.detach_target,
+                             rr_low_group=cfg.rr_low_group, gather=gather)
         with torch.no_grad():
             self.diagnostics.observe_step(parts["attention"], labels, indices)
             if cfg.cd_source == "train_pass":
@@ -70,23 +73,30 @@ class AdaDFMethod(Method):
 
     @torch.no_grad()
     def _eval_pass(self, model, train_loader):
-        """One more full pass over the training loader, eval mode, no grad (§4, official)."""
+        """One more full pass over the training loader, eval mode, no grad (§4, official). D needs o_1
+        alone, so only the auxiliary branch runs (``forward_aux``), unless the diagnostics want d, ŵ and ā
+        of every sample (``AdaDFDiagnostics.wants_pass``): then the whole network, as the authors' code."""
         self.miner.reset()
         self.diagnostics.start_pass()
         cfg, run = self.cfg, self.run
+        full = self.diagnostics.wants_pass or not hasattr(unwrap(model), "forward_aux")
+        forward = unwrap(model) if full else unwrap(model).forward_aux
         was_training = model.training
         model.eval()
         try:
             for images, labels, indices in train_loader:
-                images = run.to_device(images)
+                images = run.train_images(images)
                 labels = labels.to(self.device).long()
                 indices = indices.to(self.device).long()
                 images, labels, indices, _ = flatten_crops(images, labels, indices)
                 with run.autocast():
-                    out = model(images)
-                t = A.adadf_targets(out["aux_logits"], out["attention"], labels, self.D, self.variant,
-                                    cfg.lambda_min, cfg.lambda_max)
-                self._observe(t["label_dist"], t["weight"], t["attention"], labels, indices)
+                    out = forward(images)
+                if full:
+                    t = A.adadf_targets(out["aux_logits"], out["attention"], labels, self.D, self.variant,
+                                        cfg.lambda_min, cfg.lambda_max, gather=self._attention_gather())
+                    self._observe(t["label_dist"], t["weight"], t["attention"], labels, indices)
+                else:
+                    self.miner.update(torch.softmax(out["aux_logits"].float(), dim=1), labels)
         finally:
             model.train(was_training)
 
@@ -94,6 +104,9 @@ class AdaDFMethod(Method):
         cfg = self.cfg
         if cfg.cd_source == "eval_pass":
             self._eval_pass(model, train_loader)
+        d = self.run.dist
+        self.miner.reduce(d.all_reduce_sum if d.active else None)     # every process: the same D
+        self.diagnostics.reduce(d)
         self.D = self.miner.compute(cfg.threshold, cfg.fallback_offdiag).to(self.device)
         self.fallback = self.miner.fallback.clone()
         record = self.diagnostics.record(model, epoch, self.D, self.fallback)

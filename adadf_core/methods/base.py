@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import device as devmod
+from ..distributed import SINGLE, Dist
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,19 @@ class RunContext:
     amp: str = "off"                 # resolved precision: "off" on the CPU (device.amp_dtype)
     channels_last: bool = False
     train_eval_set: Any = None       # the training split with the test transform (tracked samples)
+    dist: Dist = SINGLE              # this process's rank among the run's processes (torchrun)
+    augment: Any = None              # device-side augmentation of training batches (gpu_augment.DeviceAugment)
 
     def autocast(self):
         """The autocast context of this run (a no-op on the CPU or with amp off)."""
         return devmod.autocast_context(self.device, self.amp)
+
+    def train_images(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch of the training loader on the device, augmented there when the run augments on the device
+        (``cfg.augment_device``); the training steps and the mining pass both read it."""
+        if self.augment is None:
+            return self.to_device(images)
+        return self.to_device(self.augment(images.to(self.device, non_blocking=True)))
 
     def to_device(self, images: torch.Tensor) -> torch.Tensor:
         """Move a batch [B, 3, H, W] (or SFEW crops [B, n, 3, H, W]) to the device in the run's memory format."""
@@ -81,6 +91,12 @@ def per_image(values: torch.Tensor, n_crops: Optional[int]) -> torch.Tensor:
     if n_crops is None:
         return values
     return values.view(-1, n_crops, *values.shape[1:]).mean(1)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel wrapper (the model itself otherwise): for the passes
+    without gradients, which call its own methods (``forward_aux``, ``forward_target``)."""
+    return getattr(model, "module", model)
 
 
 def first_of_crops(values: torch.Tensor, n_crops: Optional[int]) -> torch.Tensor:
@@ -148,6 +164,24 @@ class Method:
         pass
 
     # --- helpers for subclasses ------------------------------------------------------------------
-    def _group(self, n_crops) -> Optional[int]:
-        """RR group size and KL divisor: the configured batch under SFEW's crop quirk, else the rows."""
-        return self.cfg.batch_size if (n_crops is not None and self.cfg.crop_batch_quirk) else None
+    def _group(self, n_crops, global_batch: bool = False) -> Optional[int]:
+        """RR group size and KL divisor: the configured batch under SFEW's crop quirk, else the rows. With
+        several processes a process holds batch_size / N images: the KL divisor is that share (the gradient
+        average over processes then divides by batch_size), the RR group of a gathered batch the whole."""
+        if n_crops is None or not self.cfg.crop_batch_quirk:
+            return None
+        return self.cfg.batch_size if global_batch else self.cfg.batch_size // self.run.dist.world
+
+    def _attention_gather(self):
+        """The all-gather for the rank regularisation and the attention normalisation over the global batch
+        (several processes, ``cfg.ddp_attention_batch="global"``); None: this process's batch."""
+        d = self.run.dist
+        return d.gather_batch if d.active and self.cfg.ddp_attention_batch == "global" else None
+
+    def _share_rows(self, *tensors):
+        """Every process's rows of ``tensors`` (per-sample state updates, e.g. SCN's relabels), concatenated
+        in rank order; this process's own in one process."""
+        d = self.run.dist
+        if not d.active:
+            return tensors
+        return tuple(d.gather_rows(t.detach()) for t in tensors)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import adadf as A
-from .base import EpochRecord, RunContext, per_image
+from .base import EpochRecord, RunContext, per_image, unwrap
 
 
 class AttentionStats:
@@ -49,6 +49,11 @@ class AttentionStats:
             fl = flipped.to(self.noise.device).long()
             self.noise[:, 0].index_add_(0, fl, a)
             self.noise[:, 1].index_add_(0, fl, ones)
+
+    def reduce(self, d) -> None:
+        """Sum the statistics of every process (``distributed.Dist``; nothing in one process)."""
+        d.all_reduce_sum(self.per_class)
+        d.all_reduce_sum(self.noise)
 
     def noise_metrics(self) -> dict[str, float]:
         """``attn_clean`` and ``attn_flipped``: mean attention of clean and flipped samples."""
@@ -121,6 +126,17 @@ class AdaDFDiagnostics:
         self._pass_range = torch.tensor([float("inf"), float("-inf")], device=dev)
         self.tracked_indices = choose_tracked(train_set.labels, cfg.track_samples, cfg.seed)
 
+    @property
+    def wants_pass(self) -> bool:
+        """Whether the mining pass must also give d, ŵ and ā of every sample (both branches): the
+        ``pass_diagnostics`` switch, or by default where there are vote distributions (SynthFER) or
+        synthetic label noise, whose metrics notebooks 06-07 read. Without it the tracked samples' ŵ is
+        normalised over their own ā range (no pass range)."""
+        choice = getattr(self.cfg, "pass_diagnostics", None)
+        if choice is not None:
+            return bool(choice) and self.train_set is not None
+        return self.gt is not None or self.has_noise
+
     # --- observing -------------------------------------------------------------------------------
     @torch.no_grad()
     def observe_step(self, attention: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> None:
@@ -140,6 +156,18 @@ class AdaDFDiagnostics:
         self._pass_n.index_add_(0, indices, torch.ones_like(weight, dtype=torch.float32))
         self._pass_range[0] = torch.minimum(self._pass_range[0], attention.min())
         self._pass_range[1] = torch.maximum(self._pass_range[1], attention.max())
+
+    def reduce(self, d) -> None:
+        """Combine every process's share of the pass and of the steps (``distributed.Dist``), so that each
+        process records what one process would have."""
+        if not d.active:
+            return
+        self.attn.reduce(d)
+        if self.train_set is not None:
+            for t in (self._pass_d, self._pass_w, self._pass_n):
+                d.all_reduce_sum(t)
+            d.all_reduce_min(self._pass_range[:1])
+            d.all_reduce_max(self._pass_range[1:])
 
     # --- records ---------------------------------------------------------------------------------
     def static_info(self) -> Optional[dict]:
@@ -195,13 +223,14 @@ class AdaDFDiagnostics:
         cfg = self.cfg
         images = self.run.to_device(torch.stack([ds[int(i)][0] for i in self.tracked_indices]))
         n_crops = images.shape[1] if images.dim() == 5 else 1
-        was_training = model.training
-        model.eval()
+        net = unwrap(model)
+        was_training = net.training
+        net.eval()
         try:
             with self.run.autocast():
-                out = model(images.flatten(0, 1) if images.dim() == 5 else images)
+                out = net(images.flatten(0, 1) if images.dim() == 5 else images)
         finally:
-            model.train(was_training)
+            net.train(was_training)
         d = per_image(F.softmax(out["aux_logits"].float(), 1), n_crops)
         abar = per_image(out["attention"].float().mean(1), n_crops)
         lo, hi = self._pass_range.tolist() if self.train_set is not None else (float("nan"),) * 2

@@ -61,7 +61,11 @@ class SCNMethod(Method):
         logits = out["logits"].float()            # alpha * z
         att = out["attention"].float()
         loss_ce = F.cross_entropy(logits, self.y_cur[indices])
-        loss_rr = rank_regularization(att, self.cfg.rr_ratio, self.cfg.rr_margin, group_size=self._group(n_crops))
+        gather = self._attention_gather()
+        att_all = att if gather is None else gather(att)[0]
+        loss_rr = rank_regularization(att_all, self.cfg.rr_ratio, self.cfg.rr_margin,
+                                      group_size=self._group(n_crops, global_batch=gather is not None),
+                                      low_group=self.cfg.rr_low_group)
         loss = loss_ce + loss_rr
         self._pending = {}
         with torch.no_grad():
@@ -83,6 +87,7 @@ class SCNMethod(Method):
         n = ctx["n_crops"]                         # SFEW crops: one decision per image
         probs, att = per_image(ctx["probs"], n), per_image(ctx["attention"], n)
         idx = first_of_crops(ctx["indices"], n)
+        probs, att, idx = self._share_rows(probs, att, idx)   # every process: the global batch's relabels
         cand = low_importance_mask(att, self.cfg.rr_ratio) if self.cfg.scn_relabel_scope == "low" else None
         new, changed = scn_relabel(probs, self.y_cur[idx], self.cfg.scn_relabel_margin, cand)
         self.y_cur[idx] = new
@@ -92,6 +97,7 @@ class SCNMethod(Method):
 
     @torch.no_grad()
     def end_epoch(self, model, epoch, train_loader) -> EpochRecord:
+        self.attn_stats.reduce(self.run.dist)
         out: dict[str, float] = {"relabeled": float(self._relabels)}
         if self.y_cur.numel():
             out["relabeled_share"] = float((self.y_cur != self.y_given).float().mean())

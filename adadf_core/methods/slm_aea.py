@@ -94,6 +94,7 @@ class SLMAEAMethod(Method):
         n = ctx["n_crops"]                         # crops: one update per image from the mean prediction
         probs = per_image(ctx["probs"], n)
         idx, y = first_of_crops(ctx["indices"], n), first_of_crops(ctx["labels"], n)
+        probs, idx, y = self._share_rows(probs, idx, y)       # every process: the same table
         cfg = self.cfg
         u, d = slm_ramps(ctx["eps"], cfg.slm_alpha, cfg.slm_beta)
         self.last_ramps = (u, d)

@@ -1,0 +1,274 @@
+"""One run on several processes with torch.distributed (``torchrun``): the process group, the data shards
+and the few collectives the methods need (docs/METHOD.md §6, "More than one process").
+
+Launch: ``torchrun --nproc-per-node N -m adadf_core.train [adadf train options]`` or ``adadf train --nproc N``
+(which starts torchrun). NCCL on GPUs, gloo on the CPU; the model is wrapped in
+``torch.nn.parallel.DistributedDataParallel`` by the trainer.
+
+What holds, so that N processes with a per-process batch of B/N compute what one process with batch B does:
+
+* ``GlobalBatchSampler``: every process draws the same global order (the single-process shuffle, or
+  AffectNet's balanced subset from the shared seed) and takes its slice of each global batch of B; the last
+  incomplete global batch is dropped as in one process, and nothing is padded, so no sample is seen twice
+  in a pass (torch's ``DistributedSampler`` pads with repeats when N does not divide the set).
+* ``shard_batches``: the test split in whole batches, batch k on process k mod N; ``gather_evaluation``
+  puts every process's predictions back in file order.
+* ``gather_rows``: an autograd all-gather, so the rank regularisation and the min-max attention
+  normalisation see the global batch with gradients to every process's attention.
+* ``all_reduce_sum`` and friends for the miner's sums and counts, the diagnostics and the epoch logs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+DDP_ATTENTION_BATCH = ("global", "rank")
+
+
+@dataclasses.dataclass(frozen=True)
+class Dist:
+    """This process's place in the run: ``rank`` of ``world`` processes (one process: 0 of 1)."""
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def device(self) -> torch.device:
+        """Where this process's collectives run: its GPU under NCCL, else the CPU (gloo)."""
+        if self.active and dist.is_initialized() and dist.get_backend() == "nccl":
+            return torch.device("cuda", self.local_rank)
+        return torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that writes the run folder and prints."""
+        return self.rank == 0
+
+    # --- collectives (no-ops in one process) ---------------------------------------------------
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over the processes, in place; returns it."""
+        if self.active:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def all_reduce_min(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.active:
+            dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+        return tensor
+
+    def all_reduce_max(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.active:
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor
+
+    def gather_rows(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every process's ``tensor`` [b, ...] concatenated in rank order [N*b, ...], with gradients: the
+        backward pass sums each process's gradient into the slice it came from."""
+        if not self.active:
+            return tensor
+        if tensor.requires_grad:     # backward: each process's gradients summed into the slice it sent
+            from torch.distributed.nn.functional import all_gather
+            with warnings.catch_warnings():   # torch 2.14 points to a private module instead; this one works
+                warnings.simplefilter("ignore", FutureWarning)
+                return torch.cat(all_gather(tensor), dim=0)
+        parts = [torch.empty_like(tensor) for _ in range(self.world)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
+
+    def mean_over(self, sums: dict) -> dict:
+        """Per-process sums of logged values (floats or 0-dim tensors) averaged over the processes."""
+        if not self.active or not sums:
+            return sums
+        keys = sorted(sums)
+        values = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=self.device)
+        total = self.all_reduce_sum(values)
+        return {k: float(v) / self.world for k, v in zip(keys, total.tolist())}
+
+    def gather_batch(self, tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """``gather_rows`` and the row where this process's own rows start in it."""
+        return self.gather_rows(tensor), self.rank * tensor.shape[0]
+
+    def gather_objects(self, obj: Any) -> list:
+        """Every process's picklable ``obj``, in rank order (one process: ``[obj]``)."""
+        if not self.active:
+            return [obj]
+        out: list = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every process."""
+        if not self.active:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def sync_buffers(self, model: torch.nn.Module) -> None:
+        """Copy rank 0's buffers (BatchNorm running statistics) to every process, so that evaluation and
+        the mining pass use one model."""
+        if self.active:
+            for buf in model.buffers():
+                dist.broadcast(buf, src=0)
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+
+SINGLE = Dist()
+
+
+def env_world() -> int:
+    """WORLD_SIZE as torchrun sets it (1 when not launched by torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def env_rank() -> int:
+    """RANK as torchrun sets it (0 when not launched by torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def rank_rng_state(ckpt: dict, d: Dist, path) -> dict:
+    """This process's RNG state in a checkpoint (several processes: one state per rank, ``rng_by_rank``)."""
+    states = ckpt.get("rng_by_rank") or [ckpt["rng"]]
+    if len(states) != d.world:
+        raise ValueError(f"cannot resume {path} with {d.world} process(es): it was written by {len(states)}; "
+                         f"expected the same number of processes (--nproc {len(states)})")
+    return states[d.rank]
+
+
+def torchrun_command(nproc: int, train_args: list[str]) -> list[str]:
+    """The command line of one run on ``nproc`` processes of this machine: torchrun (``python -m
+    torch.distributed.run``) starting ``adadf_core.train`` with ``adadf train``'s options."""
+    if int(nproc) < 1:
+        raise ValueError(f"nproc={nproc!r} is not valid; expected an integer >= 1")
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(int(nproc)),
+            "-m", "adadf_core.train", *map(str, train_args)]
+
+
+def launch(nproc: int, train_args: list[str], **run_kwargs) -> subprocess.CompletedProcess:
+    """Run ``adadf train`` on ``nproc`` processes with torchrun and wait for it (DDP cannot run inside a
+    Jupyter kernel: a notebook calls this, then reads the run folder with ``runs.Run``). ``run_kwargs`` go to
+    ``subprocess.run`` (e.g. ``capture_output=True``). The package's folder is put on PYTHONPATH."""
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
+    return subprocess.run(torchrun_command(nproc, train_args), env={**env, **run_kwargs.pop("env", {})},
+                          **run_kwargs)
+
+
+def init(device_type: str) -> Dist:
+    """Join the process group torchrun describes (NCCL for CUDA, gloo on the CPU); one process: ``SINGLE``."""
+    world = env_world()
+    if world <= 1:
+        return SINGLE
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend=backend)
+    return Dist(rank=rank, world=world, local_rank=local)
+
+
+def shutdown(d: Dist = SINGLE) -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def per_rank_batch(batch_size: int, d: Dist) -> int:
+    """The per-process batch B/N; B must be a multiple of N."""
+    if batch_size % d.world:
+        raise ValueError(f"batch_size={batch_size} is not valid with {d.world} processes; expected a multiple "
+                         f"of {d.world} (each process takes batch_size / {d.world} of every global batch)")
+    return batch_size // d.world
+
+
+class GlobalBatchSampler(Sampler[int]):
+    """This process's share of a global order: ``base`` (the same sampler, same seed, on every process)
+    gives the order of one pass; of each complete global batch of ``batch_size`` this process takes the
+    ``rank``-th slice of ``batch_size / world``. ``set_epoch`` is passed on (AffectNet's sampler)."""
+
+    def __init__(self, base, batch_size: int, d: Dist):
+        self.base, self.batch, self.d = base, int(batch_size), d
+        self.share = per_rank_batch(self.batch, d)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return (len(self.base) // self.batch) * self.share
+
+    def __iter__(self) -> Iterator[int]:
+        order = list(self.base)
+        lo = self.d.rank * self.share
+        for start in range(0, len(order) - self.batch + 1, self.batch):
+            yield from order[start + lo:start + lo + self.share]
+
+
+def shard_batches(n: int, batch_size: int, d: Dist) -> list[int]:
+    """Indices of the test batches this process evaluates: batch k (file order, ``batch_size`` each, the
+    last one shorter) goes to process k mod N; every sample once."""
+    starts = range(0, n, int(batch_size))
+    return [i for k, s in enumerate(starts) if k % d.world == d.rank for i in range(s, min(s + batch_size, n))]
+
+
+def gather_evaluation(d: Dist, indices, preds, labels, features) -> tuple:
+    """Every process's evaluated rows (numpy arrays; None for a process without a test batch), back in
+    file order: (preds, labels, features)."""
+    import numpy as np
+    parts = [p for p in d.gather_objects((indices, preds, labels, features)) if p[0] is not None]
+    if not parts:
+        raise ValueError("evaluate: no process got a test batch (empty test split?)")
+    idx = np.concatenate([p[0] for p in parts])
+    order = np.argsort(idx, kind="stable")
+    return tuple(np.concatenate([p[k] for p in parts])[order] for k in (1, 2, 3))
+
+
+def process_device(device: torch.device, d: Dist) -> torch.device:
+    """This process's device: with several processes, ``cuda`` means the GPU of its local rank."""
+    if d.active and device.type == "cuda" and device.index is None:
+        return torch.device("cuda", d.local_rank)
+    return device
+
+
+def wrap_model(model: torch.nn.Module, d: Dist, device: torch.device, sync_bn: Optional[bool]) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel (with SyncBatchNorm per ``resolve_sync_bn``); unchanged in one
+    process."""
+    if not d.active:
+        return model
+    if resolve_sync_bn(sync_bn, device, d):
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [device.index if device.index is not None else d.local_rank] if device.type == "cuda" else None
+    ddp = torch.nn.parallel.DistributedDataParallel
+    sync = ({"forward_sync_buffers": True} if "forward_sync_buffers" in inspect.signature(ddp).parameters
+            else {"broadcast_buffers": True})          # rank 0's BatchNorm statistics before every step
+    return ddp(model, device_ids=ids, **sync)
+
+
+def resolve_sync_bn(choice: Optional[bool], device: torch.device, d: Dist) -> bool:
+    """``sync_bn``: None = on for CUDA with several processes, off otherwise; on requires CUDA (torch's
+    SyncBatchNorm has no CPU kernel)."""
+    if choice is None:
+        return d.active and device.type == "cuda"
+    if choice and d.active and device.type != "cuda":
+        raise ValueError("sync_bn=True is not valid on the CPU; expected a CUDA device (torch's SyncBatchNorm "
+                         "runs on GPUs only) or sync_bn=False")
+    return bool(choice) and d.active
