@@ -173,6 +173,23 @@ def build_train_parser() -> argparse.ArgumentParser:
     return p
 
 
+def config_args(cfg) -> list[str]:
+    """``adadf train`` options that rebuild ``cfg``: its data set and profile, then ``--set name=value`` for
+    every field that differs from a fresh config of that data set and profile (a notebook's config handed to
+    ``launch``). The run folder, ``resume`` and ``reuse`` are left to the caller's own options."""
+    from .config import make_config
+
+    fresh = make_config(cfg.dataset, cfg.profile)
+    args = ["--dataset", cfg.dataset, "--profile", cfg.profile]
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name in ("dataset", "profile", "run_dir", "resume", "reuse") or value == getattr(fresh, f.name):
+            continue
+        text = "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        args += ["--set", f"{f.name}={text}"]
+    return args
+
+
 def config_from_args(args):
     """The resolved config of ``adadf train``'s arguments (the one place the CLI resolves it)."""
     from .config import make_config, resolve_config

@@ -452,7 +452,7 @@ def test_alignment_notebook_runs_on_synthfer_with_recorded_landmarks(tmp_path):
     assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
     root = synthfer.ensure(tmp_path / "synth", n_train=12, n_test=4, progress=False)
-    out = tmp_path / "results"
+    out = tmp_path / "results-quick"          # quick runs write to a -quick folder
     papermill.execute_notebook(str(path), str(tmp_path / "run.ipynb"), cwd=str(path.parent), progress_bar=False,
                                parameters=dict(data_root=str(root), output_dir=str(out), quick=True,
                                                detector="landmarks", n_examples=4))

@@ -434,3 +434,16 @@ def test_affectnet_passes_are_drawn_once_then_split_between_processes(tmp_path):
         assert not set(p0[k]) & set(p1[k])             # no sample on both processes
         assert sorted(p0[k] + p1[k]) == sorted(one[k])  # together: the single process's subset
     assert sorted(one[0]) != sorted(one[1])
+
+
+def test_config_args_rebuild_a_notebooks_config(tmp_path):
+    """What a notebook hands to torchrun rebuilds its config exactly (adadf train's own parsing)."""
+    import dataclasses as dc
+
+    from adadf_core import cli
+    from adadf_core.config import make_config, resolve_config
+
+    cfg = resolve_config(make_config("synthfer", lambda_min=0.1, pretrained=str(tmp_path / "w.pth"), seed=2,
+                                     max_train_samples=None, crop_batch_quirk=False))
+    args = cli.build_train_parser().parse_args(cli.config_args(cfg) + ["--run-dir", str(tmp_path / "r")])
+    assert dc.asdict(cli.config_from_args(args)) == dc.asdict(dc.replace(cfg, run_dir=str(tmp_path / "r")))

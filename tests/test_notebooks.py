@@ -37,7 +37,7 @@ DEFAULTS = {
     "01_alignment": {"dataset": "synthfer", "data_root": None, "output_dir": None, "quick": False,
                      "detector": "mtcnn", "n_examples": 8, "size": 100, "multi_face": "largest",
                      "error_images": 200, "aligned_root": None},
-    "02_training": TRAINING,
+    "02_training": {**TRAINING, "nproc": 1},
     "03_ablation": TRAINING,
     "04_tsne_features": {**TRAINING, "tsne_max_points": 2000, "tsne_seed": 0},
     "05_class_distributions": TRAINING,

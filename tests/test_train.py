@@ -55,7 +55,7 @@ def test_run_folder_contract(reference):
         assert col in m.columns and np.isfinite(m[col]).all(), col
     assert m["test_acc"].between(0, 1).all() and m["train_acc"].between(0, 1).all()
     assert m["lr"].iloc[1] == pytest.approx(cfg.lr * cfg.lr_gamma)
-    assert m["w_kl"].iloc[0] == pytest.approx(math.exp(-(1 - 1 / 3) ** 2))
+    assert m["w_kl"].iloc[0] == pytest.approx(math.exp(-(1 - 1 / cfg.epoch_threshold) ** 2))
     assert (m["js_gt_fused"] <= math.log(2)).all()
 
     D = run.class_distributions
