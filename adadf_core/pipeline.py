@@ -311,12 +311,18 @@ def parameter_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> lis
     return diffs
 
 
+def read_record(folder: Path) -> dict[str, Any]:
+    """``<folder>/pipeline.json`` (parameters and provenance of a pipeline run), or {} when there is none."""
+    path = Path(folder) / "pipeline.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def check_output(output: Path, record: Mapping[str, Any], force: bool) -> Optional[Path]:
     """Apply the overwrite rule (module docstring). Returns the folder old results were moved to, if any."""
-    previous = output / "pipeline.json"
-    if not previous.is_file():
+    previous = read_record(output)
+    if not previous:
         return None
-    diffs = parameter_differences(json.loads(previous.read_text()), record)
+    diffs = parameter_differences(previous, record)
     if not diffs:
         return None
     if not force:
@@ -382,12 +388,12 @@ def compare_with_reference(output: str | Path, reference: str | Path | None = No
     import pandas as pd
 
     output = Path(output)
-    record = json.loads((output / "pipeline.json").read_text()) if (output / "pipeline.json").is_file() else {}
+    record = read_record(output)
     dataset = dataset or record.get("dataset")
     reference = Path(reference) if reference else reference_root() / str(dataset)
     if not (reference / "tables").is_dir() or reference.resolve() == output.resolve():
         return {"reference": None}
-    ref_record = json.loads((reference / "pipeline.json").read_text()) if (reference / "pipeline.json").is_file() else {}
+    ref_record = read_record(reference)
     ran = {p.stem for p in (output / "tables").glob("*.csv")}
     result: dict[str, Any] = {"reference": reference, "parameters": parameter_differences(ref_record, record),
                               "tables": {}}
@@ -447,7 +453,7 @@ def promote_reference(source: str | Path, dataset: str | None = None, dest: str 
     source = Path(source).resolve()
     if not (source / "pipeline.json").is_file():
         raise PipelineError(f"{source} holds no pipeline.json: run `adadf reproduce` first")
-    record = json.loads((source / "pipeline.json").read_text())
+    record = read_record(source)
     dataset = dataset or record.get("dataset")
     prov = record.get("provenance", {})
     problems = []
@@ -560,7 +566,7 @@ def reproduce(dataset: str = "synthfer", data_root: str | None = None, output: s
     if moved:
         print(f"--force: moved the previous results to {moved}")
     elif (output / "pipeline.json").is_file():   # same configuration: keep what earlier --only runs recorded
-        old = json.loads((output / "pipeline.json").read_text())
+        old = read_record(output)
         record["parameters"] = {**old.get("parameters", {}), **record["parameters"]}
         record["notebook_parameters"] = {**old.get("notebook_parameters", {}), **record["notebook_parameters"]}
         record["notebooks"] = sorted(set(old.get("notebooks", [])) | set(record["notebooks"]))

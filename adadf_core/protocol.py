@@ -181,6 +181,12 @@ def pct_interval(mean: float, std: float = float("nan"), lo: float = float("nan"
     return text
 
 
+def metric_text(card: pd.DataFrame, metric: str) -> list[str]:
+    """Each row's ``metric`` as ``mean ± std [95 % CI]`` in percent."""
+    return [pct_interval(r[metric], r[f"{metric}_std"], r[f"{metric}_lo"], r[f"{metric}_hi"])
+            for _, r in card.iterrows()]
+
+
 def card_text(card: pd.DataFrame, metrics: Sequence[str] = METRICS, diffs: Sequence[str] = ("best_acc", "last_acc",
               "mean_last_k_acc"), keys: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """The card as text columns: the ``keys`` columns (default: the text columns that name a group, then
@@ -193,18 +199,13 @@ def card_text(card: pd.DataFrame, metrics: Sequence[str] = METRICS, diffs: Seque
     for c in [*keys, "runs", "seeds"]:
         out[c] = card[c]
     for m in metrics:
-        out[column_title(m)] = [pct_interval(r[m], r[f"{m}_std"], r[f"{m}_lo"], r[f"{m}_hi"])
-                                for _, r in card.iterrows()]
+        out[column_title(m)] = metric_text(card, m)
     for m in diffs:
         if f"diff_{m}" in card and card[f"diff_{m}"].notna().any():
             out[f"Δ vs baseline, {column_title(m)}"] = [
                 pct_interval(r[f"diff_{m}"], lo=r[f"diff_{m}_lo"], hi=r[f"diff_{m}_hi"], signed=True)
                 for _, r in card.iterrows()]
     return out
-
-
-def _is_stat_column(c: str) -> bool:
-    return c.startswith("diff_") or any(c == f"{m}{s}" for m in METRICS for s in ("_std", "_lo", "_hi"))
 
 
 def column_title(metric: str) -> str:

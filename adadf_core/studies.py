@@ -153,9 +153,7 @@ def summarise(per_run: pd.DataFrame, by: Sequence[str] | str, order: Optional[Se
     columns ``best``, ``last`` and ``mean_last_k`` (percent, mean ± std [95 % CI])."""
     card = protocol.protocol_card(per_run, by=by, baseline=baseline, order=order)
     for sel in protocol.SELECTIONS:
-        m = f"{sel}_acc"
-        card[sel] = [protocol.pct_interval(r[m], r[f"{m}_std"], r[f"{m}_lo"], r[f"{m}_hi"])
-                     for _, r in card.iterrows()]
+        card[sel] = protocol.metric_text(card, f"{sel}_acc")
     return card
 
 
