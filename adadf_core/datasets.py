@@ -33,6 +33,7 @@ and an uncached data set return identical tensors.
 """
 from __future__ import annotations
 
+import collections
 import csv
 import hashlib
 import io
@@ -707,6 +708,15 @@ def build_store(paths: Sequence[Path], transform, mode: str, cache_dir: Optional
         note = f" (over the {memory_cache_limit() / 2**30:.1f} GiB memory-cache limit, ADADF_MEMORY_CACHE_GB)"
     else:
         note = ""
+    key = None
+    if mode == "memory":
+        key = _cache_key(paths, sizes, pre_done, transform, boxes)
+        if key in _DECODED:
+            _DECODED.move_to_end(key)
+            if progress:
+                print(f"{desc}: decoded-image cache of {len(paths)} images, {total / 2**20:,.1f} MiB, in memory "
+                      "(decoded earlier in this process)")
+            return _DECODED[key], pre_done.copy()
     target = None
     if mode == "mmap":
         cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -735,7 +745,24 @@ def build_store(paths: Sequence[Path], transform, mode: str, cache_dir: Optional
         del buffer
         os.replace(tmp, target)
         return ImageStore(None, index, target), pre_done
-    return ImageStore(buffer, index), pre_done
+    buffer.flags.writeable = False           # shared by every data set built from it (`_remember`)
+    return _remember(key, ImageStore(buffer, index)), pre_done
+
+
+# Decoded in-memory stores of this process by `_cache_key` (the files' path, size and mtime, the stored sizes,
+# the resize): a study's runs in one process (a notebook's kernel) decode each split once, not once a run.
+# Read-only, least recently used first out, within half the memory-cache limit.
+_DECODED: "collections.OrderedDict[str, ImageStore]" = collections.OrderedDict()
+
+
+def _remember(key: Optional[str], store: ImageStore) -> ImageStore:
+    if key is None:
+        return store
+    _DECODED[key] = store
+    budget = memory_cache_limit() // 2
+    while _DECODED and sum(s.nbytes for s in _DECODED.values()) > budget:
+        _DECODED.popitem(last=False)
+    return store
 
 
 # --------------------------------------------------------------------------------------------

@@ -151,6 +151,14 @@ class NotebookContext:
         from .studies import train_or_reuse
         return train_or_reuse(self.cfg(method, seed, **changes), reuse=self.reuse)
 
+    def train_seeds(self, method: str = "adadf", seeds: Sequence[int] | None = None, desc: str | None = None,
+                    **changes) -> list:
+        """Train or reuse ``method`` for each seed (default: the study's seeds), one bar over the runs; spread
+        over several devices under ``adadf reproduce --devices`` (``studies.train_many``)."""
+        from .studies import train_many
+        cfgs = [self.cfg(method, s, **changes) for s in (self.seeds if seeds is None else seeds)]
+        return train_many(cfgs, self.runs_root, desc=desc or f"{method} seeds", reuse=self.reuse)
+
 
 def _abs(path: str | Path) -> Path:
     p = Path(path).expanduser()

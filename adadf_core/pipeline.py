@@ -532,12 +532,22 @@ def reproduce(dataset: str = "synthfer", data_root: str | None = None, output: s
               quick: bool = False, only: Sequence[str] | str | None = None, device: str = "auto",
               profile: str = "official", params: Mapping[str, Any] | None = None, force: bool = False,
               notebooks_dir: str | Path | None = None, kernel_name: str = "python3",
-              progress: bool = True, command: str = "", compare: bool = True) -> Result:
+              progress: bool = True, command: str = "", compare: bool = True,
+              devices: Sequence[str] | str | None = None) -> Result:
     """Execute the notebooks in order. Raises ``PipelineError`` before running anything when the
     parameters are wrong, and ``NotebookFailedError`` (after printing the cell and the error) when a
     notebook fails; outputs of notebooks that finished stay, and the index is written either way. After
-    a complete run the tables are compared with the committed reference (``compare_with_reference``)."""
+    a complete run the tables are compared with the committed reference (``compare_with_reference``).
+    ``devices`` (``"cuda:0,cuda:1"``): the studies' independent runs go one process per device
+    (``studies.train_many``), the same runs as in sequence; the rest of the work uses the first device."""
+    from .studies import parse_devices
     params = dict(params or {})
+    try:
+        devices = parse_devices(devices)
+    except ValueError as exc:
+        raise PipelineError(f"--devices: {exc}") from None
+    if devices:
+        device = devices[0]
     if dataset != "synthfer" and not data_root:
         raise PipelineError(f"--dataset {dataset} needs --data-root PATH (only synthfer is generated)")
     books = find_notebooks(notebooks_dir, only)
@@ -559,7 +569,7 @@ def reproduce(dataset: str = "synthfer", data_root: str | None = None, output: s
     record = {"dataset": dataset, "parameters": used, "notebooks": [b.name for b in books],
               "notebook_parameters": {name: effective_parameters(declared[name], per_book[name])
                                       for name in per_book},
-              "provenance": provenance(device, command),
+              "provenance": {**provenance(device, command), "devices": devices or [device]},
               "written": _dt.datetime.now().isoformat(timespec="seconds")}
     output.mkdir(parents=True, exist_ok=True)
     moved = check_output(output, record, force)
@@ -575,7 +585,7 @@ def reproduce(dataset: str = "synthfer", data_root: str | None = None, output: s
     write_text(output / "pipeline.json", json.dumps(record, indent=2, sort_keys=True, default=str))
     result = Result(output=output)
     _pretrain_if_asked(per_book, result, device, progress)
-    failure = _run_notebooks(books, per_book, output, result, kernel_name, progress)
+    failure = _run_notebooks(books, per_book, output, result, kernel_name, progress, devices)
     write_timings(output, result.timings)
     comparison = compare_with_reference(output, dataset=dataset) if compare and not failure else {"reference": None}
     write_index(output, record)
@@ -591,18 +601,25 @@ def reproduce(dataset: str = "synthfer", data_root: str | None = None, output: s
 
 
 def _run_notebooks(books: Sequence[Path], per_book: Mapping[str, dict], output: Path, result: Result,
-                   kernel_name: str, progress: bool) -> Optional[NotebookFailedError]:
+                   kernel_name: str, progress: bool, devices: Sequence[str] = ()) -> Optional[NotebookFailedError]:
     """Execute ``books`` in order into ``<output>/notebooks`` (``ADADF_PROGRESS=lines`` for their kernels:
-    executed notebooks read as logs); timings go to ``result``. Stops at, and returns, the first failure."""
+    executed notebooks read as logs; ``ADADF_DEVICES`` when several ``devices`` share the studies' runs);
+    timings go to ``result``. Stops at, and returns, the first failure."""
     import papermill
     from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     from .progress import MODE_VARIABLE, bar
 
+    from .studies import DEVICES_VARIABLE
+
     failure: Optional[NotebookFailedError] = None
-    mode = os.environ.get(MODE_VARIABLE)
+    saved = {name: os.environ.get(name) for name in (MODE_VARIABLE, DEVICES_VARIABLE)}
     os.environ[MODE_VARIABLE] = "lines"
+    if len(devices) > 1:
+        os.environ[DEVICES_VARIABLE] = ",".join(devices)
+    else:
+        os.environ.pop(DEVICES_VARIABLE, None)
     books_bar = bar(books, desc="notebooks", unit="nb", disable=not progress)
     try:
         for book in books_bar:
@@ -630,10 +647,11 @@ def _run_notebooks(books: Sequence[Path], per_book: Mapping[str, dict], output: 
                 break
     finally:
         books_bar.close()
-        if mode is None:
-            os.environ.pop(MODE_VARIABLE, None)
-        else:
-            os.environ[MODE_VARIABLE] = mode
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return failure
 
 
@@ -679,6 +697,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny runs (a smoke test, minutes on a CPU)")
     p.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 02,03")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--devices", default=None, metavar="LIST",
+                   help="several devices, e.g. cuda:0,cuda:1: the studies' independent runs go one process per "
+                        "device, the same runs as in sequence (the rest uses the first)")
     p.add_argument("--profile", default="official", choices=["official", "paper"],
                    help="official (the authors' code, default) | paper (the text)")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
@@ -714,6 +735,7 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
         reproduce(dataset=args.dataset, data_root=args.data_root, output=args.output, quick=args.quick,
                   only=args.only, device=args.device, profile=args.profile, params=params, force=args.force,
                   notebooks_dir=args.notebooks, progress=not args.no_progress, compare=not args.no_compare,
+                  devices=args.devices,
                   command="adadf reproduce " + " ".join(argv if argv is not None else sys.argv[2:]))
     except PipelineError as exc:
         print(f"adadf reproduce: {exc}", file=sys.stderr)

@@ -212,6 +212,20 @@ STAGING, JOURNAL = ".staging", ".commit.json"
 _COMMIT_LAST = ("checkpoint.pt", "summary.json")
 
 
+BEST_IS_LAST = "last epoch, also the best epoch"    # the header of weights that are both
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    import os
+    import shutil
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        with _space_guard(target, source.stat().st_size):
+            shutil.copyfile(source, target)
+
+
 def recover(run_dir: str | Path) -> Optional[str]:
     """Bring a run folder to one consistent epoch after an interrupted write: a commit whose journal was
     written is rolled forward (its remaining files moved in); a staged epoch without a journal is dropped.
@@ -437,15 +451,20 @@ class RunWriter:
 
     def finish(self, state: dict, best_is_last: bool, meta: dict) -> None:
         """A finished run keeps its weights as safetensors (``last_model``, ``best_model``; code-free to read,
-        ``meta`` in the header) and no optimiser state: the checkpoint and best_model.pt it replaces go."""
-        best = state if best_is_last else None
+        ``meta`` in the header) and no optimiser state: the checkpoint and best_model.pt it replaces go.
+        When the best epoch is the last one the two names are one file (a hard link; a copy where the file
+        system has none), so a study's folder holds each set of weights once."""
         staged = self.target / "best_model.pt"
-        if best is None:
+        if best_is_last:
+            staged.unlink(missing_ok=True)
+            self.weights("last_model.safetensors", state, dict(meta, weights=BEST_IS_LAST))
+            _link_or_copy(self.target / "last_model.safetensors", self.target / "best_model.safetensors")
+        else:
             from .checkpoints import load
             best = load(staged if staged.exists() else self.path / "best_model.pt", "best-epoch weights")["model"]
-        staged.unlink(missing_ok=True)
-        self.weights("last_model.safetensors", state, dict(meta, weights="last epoch"))
-        self.weights("best_model.safetensors", best, dict(meta, weights="best epoch"))
+            staged.unlink(missing_ok=True)
+            self.weights("last_model.safetensors", state, dict(meta, weights="last epoch"))
+            self.weights("best_model.safetensors", best, dict(meta, weights="best epoch"))
         self._obsolete = ["best_model.pt"]
 
     def weights(self, name: str, state: dict, meta: dict) -> None:

@@ -30,8 +30,31 @@ DEFAULT_SENSITIVITY_GRID: dict[str, list] = {
 DEFAULT_NOISE_RATES = (0.0, 0.1, 0.2, 0.3)
 DEFAULT_NOISE_METHODS = ("baseline", "adadf", "scn", "slm_aea")
 
+# The devices a study's independent runs are spread over (``adadf reproduce --devices cuda:0,cuda:1`` sets it
+# for the notebooks' kernels): ``train_many`` reads it when it is not given devices.
+DEVICES_VARIABLE = "ADADF_DEVICES"
+
 # ---------------------------------------------------------------------------------------------
 # training
+
+def parse_devices(text: str | Sequence[str] | None) -> list[str]:
+    """``"cuda:0,cuda:1"`` (or a list) -> ``["cuda:0", "cuda:1"]``; ``None`` or ``""`` -> ``[]``. Each entry is
+    ``cpu``, ``cuda`` or ``cuda:N``; anything else is a ``ValueError`` naming it."""
+    import re
+    items = [t.strip() for t in (text.split(",") if isinstance(text, str) else (text or []))]
+    items = [t for t in items if t]
+    bad = [t for t in items if not re.fullmatch(r"cpu|cuda(:\d+)?", t)]
+    if bad:
+        raise ValueError(f"devices: {bad[0]!r} is not a device; expected a comma-separated list of cpu, cuda or "
+                         "cuda:N, e.g. cuda:0,cuda:1")
+    return items
+
+
+def default_devices() -> list[str]:
+    """The devices of ``$ADADF_DEVICES`` (empty: none set)."""
+    import os
+    return parse_devices(os.environ.get(DEVICES_VARIABLE))
+
 
 def check_methods_available(methods: Iterable[str]) -> None:
     """Every name must be a registered method: an unknown one fails before any training starts."""
@@ -94,13 +117,22 @@ def _train_in_order(cfgs: list, reuse: bool) -> None:
 
 
 def train_many(cfgs: Sequence[TrainConfig], runs_root: str | Path, desc: str = "runs",
-               reuse: bool = True) -> list:
+               reuse: bool = True, devices: Optional[Sequence[str]] = None) -> list:
     """Train or reuse each config in order under one bar that names the run in progress, with one line
-    per run (``desc i/n: train|reuse <folder>``)."""
+    per run (``desc i/n: train|reuse <folder>``). With several ``devices`` (default: ``$ADADF_DEVICES``)
+    the runs go to ``train_on_devices`` instead, one process per device, the same runs and numbers."""
     from .progress import bar, note
 
     runs = []
     cfgs = list(cfgs)
+    devices = parse_devices(devices) if devices is not None else default_devices()
+    if len(devices) == 1:
+        cfgs = [dataclasses.replace(c, device=devices[0]) for c in cfgs]
+    elif len(devices) > 1:
+        todo = sum(not (is_finished(Path(c.run_dir) if c.run_dir else run_dir_for_config(runs_root, c)) and reuse)
+                   for c in cfgs)
+        note(f"{desc}: {len(cfgs)} runs ({todo} to train) on {len(devices)} devices ({', '.join(devices)})")
+        return train_on_devices(cfgs, runs_root, devices, reuse=reuse)
     runs_bar = bar(cfgs, desc=desc, unit="run")
     for i, cfg in enumerate(runs_bar, 1):
         path = Path(cfg.run_dir) if cfg.run_dir else run_dir_for_config(runs_root, cfg)

@@ -117,8 +117,7 @@ def _build(cfg: TrainConfig, d: distributed.Dist, resume: bool) -> _Run:
     model = distributed.wrap_model(model, d, device, cfg.sync_bn)
     train_loader, _, generator = make_train_loader(cfg, train_set, device, d)
     test_loader = make_test_loader(cfg, test_set, method_cls.test_batch_size(cfg), device, d)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                                 weight_decay=cfg.weight_decay)
+    optimizer = devmod.make_optimizer(model, cfg, device)
     scheduler, interval = method.make_scheduler(optimizer, len(train_loader))
     scaler = torch.amp.GradScaler("cuda", enabled=devmod.needs_grad_scaler(device, amp))
     history = new_history()

@@ -281,3 +281,24 @@ def test_error_imagefolder_without_splits(tmp_path):
     save_image(tmp_path / "f" / "cat" / "a.jpg")
     with pytest.raises(DatasetNotFoundError, match="split 'train' not found.*train, Train"):
         load("imagefolder", tmp_path / "f")
+
+
+def test_a_split_is_decoded_once_per_process_until_its_files_change(tmp_path, capsys):
+    """A study loads the same split for every run: the second load shares the first one's read-only store
+    (no decoding); a file rewritten since is decoded again and its new pixels are what the data set gives."""
+    import os
+    root = make_raf(tmp_path / "raf")
+    first = load_split("raf", root, "train", image_size=24, recipe="none", progress=True)
+    again = load_split("raf", root, "train", image_size=24, recipe="none", progress=True)
+    out = capsys.readouterr().out
+    assert "(decoded earlier in this process)" in out.splitlines()[-1] and out.count("decoded earlier") == 1
+    assert again.store is first.store and not first.store.buffer.flags.writeable
+    before = np.asarray(first.raw_image(0)).copy()
+    path = first.paths[0]
+    save_image(path, (24, 24), seed=999)
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))   # a later mtime, however coarse the clock
+    changed = load_split("raf", root, "train", image_size=24, recipe="none", progress=False)
+    assert changed.store is not first.store
+    assert not np.array_equal(np.asarray(changed.raw_image(0)), before)
+    assert np.array_equal(np.asarray(changed.raw_image(1)), np.asarray(first.raw_image(1)))

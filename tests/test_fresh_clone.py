@@ -41,7 +41,8 @@ def clone(tmp_path_factory) -> Path:
     git("add", "-A", cwd=dest)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m",
                     "working tree"], cwd=dest, check=True)
-    return dest
+    yield dest
+    shutil.rmtree(dest.parent, ignore_errors=True)
 
 
 def adadf(clone: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:

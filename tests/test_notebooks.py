@@ -11,6 +11,7 @@ import importlib
 import json
 import os
 import re
+import shutil
 import typing
 from types import ModuleType
 
@@ -256,9 +257,10 @@ def need(*names):
         pytest.skip(f"ADADF_TEST_NOTEBOOKS leaves out {', '.join(missing)}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def quick_results(tmp_path_factory):
-    """One quick pipeline run over every notebook (runs are shared between notebooks)."""
+    """One quick pipeline run over every notebook (runs are shared between notebooks); its 1-2 GB go with
+    the module."""
     from adadf_core import synthfer
 
     tmp = tmp_path_factory.mktemp("reproduce")
@@ -268,7 +270,8 @@ def quick_results(tmp_path_factory):
     result = pipeline.reproduce(dataset="synthfer", data_root=str(data), output=tmp / "synthfer-quick",
                                 quick=True, device="cpu", only=only, progress=False,
                                 params={"native_recipes": True} if not only or "08" in only else None)
-    return result
+    yield result
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def table(result, name):

@@ -293,3 +293,23 @@ def test_index_states_the_resolution_of_every_protocol_card(tmp_path):
     pd.DataFrame({"a": [1]}).to_csv(tmp_path / "tables" / "01_other.csv", index=False)
     lines = pipeline._resolution_lines(tmp_path)
     assert "| 03_ablation | 3 | ±2.00 | ±2.00 | ±2.00 |" in lines and not any("01_other" in ln for ln in lines)
+
+
+def test_devices_reach_the_notebook_kernels_and_the_record(books, tmp_path, capsys, monkeypatch):
+    """--devices cpu,cpu: the kernels see ADADF_DEVICES (studies.train_many spreads runs over it), the record
+    says which devices ran, the caller's environment is left as it was; a bad device is refused up front."""
+    monkeypatch.delenv("ADADF_DEVICES", raising=False)
+    write_notebook(books / "01_first.ipynb", "", "import os\nopen(output_dir + '/devices', 'w').write("
+                   "os.environ.get('ADADF_DEVICES', '<unset>'))")
+    out = tmp_path / "out"
+    assert pipeline.cli_main(["--notebooks", str(books), "--output", str(out), "--only", "01", "--no-progress",
+                              "--devices", "cpu, cpu"]) == 0
+    assert (out / "devices").read_text() == "cpu,cpu"
+    assert json.loads((out / "pipeline.json").read_text())["provenance"]["devices"] == ["cpu", "cpu"]
+    assert "ADADF_DEVICES" not in __import__("os").environ
+    assert pipeline.cli_main(["--notebooks", str(books), "--output", str(tmp_path / "b"), "--devices",
+                              "cuda:0,gpu1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("adadf reproduce: --devices: devices: 'gpu1' is not a device; expected a comma-separated "
+                       "list of cpu, cuda or cuda:N, e.g. cuda:0,cuda:1")
+    assert not (tmp_path / "b").exists()

@@ -24,7 +24,10 @@ def tiny_run(root, run_dir, method="adadf", **kw):
 
 @pytest.fixture(scope="module")
 def adadf_run(tiny_synthfer, tmp_path_factory):
-    return tiny_run(tiny_synthfer, tmp_path_factory.mktemp("predict") / "adadf")
+    import shutil
+    folder = tmp_path_factory.mktemp("predict")
+    yield tiny_run(tiny_synthfer, folder / "adadf")
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_predictions_are_the_runs_own_evaluation(adadf_run):

@@ -9,7 +9,7 @@ import torch
 from adadf_core.config import make_config
 from adadf_core.methods.adadf import AdaDFMethod
 from adadf_core.model import load_model_state
-from adadf_core.runs import NotARunError, Run, RunExistsError, list_runs
+from adadf_core.runs import BEST_IS_LAST, NotARunError, Run, RunExistsError, list_runs
 from adadf_core.train import NonFiniteLossError, fit
 
 pytestmark = pytest.mark.slow
@@ -28,9 +28,11 @@ def tiny_cfg(root, run_dir, **kw):
 @pytest.fixture(scope="module")
 def reference(tiny_synthfer, tmp_path_factory):
     """An uninterrupted 2-epoch Ada-DF run with label noise (SynthFER has ground-truth votes)."""
+    import shutil
     run_dir = tmp_path_factory.mktemp("runs") / "ref"
     cfg = tiny_cfg(tiny_synthfer, run_dir)
-    return cfg, fit(cfg)
+    yield cfg, fit(cfg)
+    shutil.rmtree(run_dir.parent, ignore_errors=True)
 
 
 def test_run_folder_contract(reference):
@@ -195,9 +197,26 @@ def test_a_finished_run_folder_is_lean(reference, tmp_path):
     assert set(state) == {"epoch", "config", "method", "history"}         # no model, optimiser, RNG
     with safe_open(str(run.path / "best_model.safetensors"), "pt") as f:
         meta = _json.loads(f.metadata()["adadf"])
-        assert meta["weights"] == "best epoch" and meta["config"]["method"] == "adadf"
+        assert meta["weights"] in ("best epoch", BEST_IS_LAST) and meta["config"]["method"] == "adadf"
     unfinished = fit(tiny_cfg(run.config.data_root, tmp_path / "part"), stop_after_epoch=1)
     size = lambda p: sum(f.stat().st_size for f in p.iterdir() if f.is_file())  # noqa: E731
     part_state = checkpoints.load(unfinished.path / "checkpoint.pt")
     assert "optimizer" in part_state and "rng" in part_state                 # an unfinished run can resume
     assert size(run.path) < 0.8 * size(unfinished.path) + (run.path / "features.npz").stat().st_size
+
+
+def test_best_and_last_weights_are_one_file_only_when_the_best_epoch_is_the_last(reference, tiny_synthfer, tmp_path):
+    """A study holds each set of weights once: a run whose best epoch is its last keeps one file under both
+    names; a run whose best epoch came earlier keeps two different files, each loading its own epoch."""
+    from safetensors.torch import load_file
+    one = fit(tiny_cfg(tiny_synthfer, tmp_path / "one", epochs=1))
+    best, last = one.path / "best_model.safetensors", one.path / "last_model.safetensors"
+    assert best.stat().st_ino == last.stat().st_ino and best.stat().st_nlink == 2
+    cfg, run = reference
+    best_epoch = int(run.summary["best_epoch"])
+    best, last = run.path / "best_model.safetensors", run.path / "last_model.safetensors"
+    same = best.stat().st_ino == last.stat().st_ino
+    assert same == (best_epoch == cfg.epochs)
+    if not same:
+        a, b = load_file(str(best)), load_file(str(last))
+        assert any(not torch.equal(a[k], b[k]) for k in a)

@@ -2,7 +2,7 @@
 import pytest
 
 from adadf_core.config import make_config, resolve_config
-from adadf_core.studies import train_many, train_on_devices
+from adadf_core.studies import parse_devices, train_many, train_on_devices
 
 
 def tiny(root, seed):
@@ -16,12 +16,24 @@ def rows(run):
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_give_the_sequential_runs(tiny_synthfer, tmp_path):
+def test_two_cpu_processes_give_the_sequential_runs(tiny_synthfer, tmp_path, monkeypatch, capsys):
+    """``train_many`` under ``$ADADF_DEVICES`` (what ``adadf reproduce --devices`` sets for the notebooks)
+    hands the runs to ``train_on_devices``: the same folders and the same numbers as in sequence."""
     cfgs = [tiny(tiny_synthfer, seed) for seed in (0, 1, 2)]
-    together = train_on_devices(cfgs, tmp_path / "together", ["cpu", "cpu"])
+    monkeypatch.setenv("ADADF_DEVICES", "cpu,cpu")
+    together = train_many(cfgs, tmp_path / "together", desc="seeds")
+    assert "seeds: 3 runs (3 to train) on 2 devices (cpu, cpu)" in capsys.readouterr().out
+    monkeypatch.delenv("ADADF_DEVICES")
     apart = train_many(cfgs, tmp_path / "apart")
     assert [r.path.name for r in together] == [r.path.name for r in apart]
     for a, b in zip(together, apart):
         assert rows(a).equals(rows(b))            # every column but the timing, NaN where a method has none
     with pytest.raises(ValueError, match="devices=\\[\\] is not valid"):
         train_on_devices(cfgs, tmp_path / "none", [])
+
+
+def test_device_lists_are_parsed_and_checked():
+    assert parse_devices(" cuda:0, cuda:1 ,") == ["cuda:0", "cuda:1"]
+    assert parse_devices(None) == [] and parse_devices(["cpu"]) == ["cpu"]
+    with pytest.raises(ValueError, match="'cuda1' is not a device"):
+        parse_devices("cuda:0,cuda1")

@@ -54,8 +54,10 @@ def one_line(text: str) -> str:
 def finished(tiny_synthfer, tmp_path_factory):
     """An Ada-DF run stopped after epoch 1 of 2: its folder has checkpoint.pt and best_model.pt (a finished
     run keeps safetensors instead). Module-wide; tests copy it before damaging anything."""
+    import shutil
     run_dir = tmp_path_factory.mktemp("trust") / "run"
-    return fit(tiny(tiny_synthfer, run_dir), stop_after_epoch=1)
+    yield fit(tiny(tiny_synthfer, run_dir), stop_after_epoch=1)
+    shutil.rmtree(run_dir.parent, ignore_errors=True)
 
 
 def copy_run(run: Run, dst: Path) -> Path:
