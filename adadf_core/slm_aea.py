@@ -19,7 +19,7 @@ Pure tensor functions: :func:`slm_ramps`, :func:`init_soft_logits`, :func:`slm_l
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -123,13 +123,16 @@ class AEAHead(nn.Module):
         self.fc = nn.Linear(in_features, num_classes)
         self.register_buffer("running_mean", torch.zeros(in_features))
         self.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.long))
+        # several processes: the global batch's rows of f (an autograd all-gather) for the training anchor,
+        # so that N processes with B/N images anchor on the mean one process with B would; None: this batch
+        self.gather: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
     def anchor(self, f: torch.Tensor) -> torch.Tensor:
         """The anchor m used for this forward pass (with gradient in training / batch mode)."""
         if f.dim() != 2 or f.shape[1] != self.w.numel():
             raise ValueError(f"features must be [B, {self.w.numel()}], got {tuple(f.shape)}")
         if self.training:
-            m = f.mean(dim=0)
+            m = (self.gather(f) if self.gather is not None else f).mean(dim=0)
             with torch.no_grad():
                 mb = m.detach().float()
                 if int(self.num_batches_tracked) == 0:

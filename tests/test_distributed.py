@@ -265,23 +265,44 @@ class TinyDual(nn.Module):
         return dict(logits=o2, features=h2, attention=a2)
 
 
+class TinyTrunk(nn.Module):
+    """An AEA trunk without BatchNorm: images -> pooled features [B, 8]."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 4, 3, stride=2), nn.Conv2d(4, 8, 3, stride=2)
+
+    def forward(self, x):
+        return F.relu(self.conv2(F.relu(self.conv1(x)))).mean((2, 3))
+
+
 def register_tiny() -> None:
     from adadf_core.methods import METHODS, register_method
     from adadf_core.methods.adadf import AdaDFMethod
+    from adadf_core.methods.slm_aea import SLMAEAMethod
+    from adadf_core.slm_aea import AEANet
     if "tiny_adadf" not in METHODS:
         class TinyAdaDF(AdaDFMethod):
             @classmethod
             def build_model(cls, cfg, num_classes, pretrained=None):
                 return TinyDual()
         register_method("tiny_adadf")(TinyAdaDF)
+    if "tiny_slm" not in METHODS:
+        class TinySLM(SLMAEAMethod):
+            @classmethod
+            def build_model(cls, cfg, num_classes, pretrained=None):
+                return AEANet(TinyTrunk(), 8, num_classes, eval_mean=cfg.slm_eval_mean)
+        register_method("tiny_slm")(TinySLM)
 
 
 @pytest.fixture(autouse=True)
 def _registry_left_as_found():
-    """``tiny_adadf`` exists only while a test of this file needs it (other tests read the registry)."""
+    """``tiny_adadf`` and ``tiny_slm`` exist only while a test of this file needs them (other tests read
+    the registry)."""
     yield
     from adadf_core.methods import METHODS
     METHODS.pop("tiny_adadf", None)
+    METHODS.pop("tiny_slm", None)
 
 
 def tiny_cfg(root, run_dir, **kw):
@@ -339,6 +360,24 @@ def test_two_processes_with_half_batches_match_one_process(tiny_synthfer, tmp_pa
     w1, w2 = one.load_model(), two.load_model()
     for (name, a), b in zip(w1.state_dict().items(), w2.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5), name
+
+
+@pytest.mark.slow
+def test_two_processes_anchor_slm_aea_on_the_global_batch(tiny_synthfer, tmp_path):
+    """SLM-AEA's anchor g = f + w·mean(f) over the global batch: 2 processes with B/2 images each end where one
+    process with B does; anchoring on each process's own half (``ddp_attention_batch="rank"``) does not."""
+    from adadf_core.runs import Run
+    from adadf_core.train import fit
+    kw = dict(method="tiny_slm", slm_beta=1.0, slm_nominal_batch=8)
+    one = Run(fit(tiny_cfg(tiny_synthfer, tmp_path / "one", **kw)).path)
+    spawn(_fit_worker, tiny_synthfer, tmp_path / "two", tmp_path, kw, None)
+    spawn(_fit_worker, tiny_synthfer, tmp_path / "halves", tmp_path, dict(kw, ddp_attention_batch="rank"), None)
+    two, halves = Run(tmp_path / "two"), Run(tmp_path / "halves")
+    for col in ("loss", "train_acc", "test_acc", "soft_max_mean", "soft_disagree"):
+        assert np.allclose(one.metrics[col], two.metrics[col], rtol=1e-4, atol=1e-6), col
+    w1, w2, w3 = (r.load_model().state_dict() for r in (one, two, halves))
+    assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
+    assert not all(torch.allclose(w1[k], w3[k], atol=1e-5) for k in w1)
 
 
 @pytest.mark.slow

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from ..slm_aea import build_aea_model, init_soft_logits, slm_label_update, slm_ramps, soft_cross_entropy
-from .base import EpochRecord, Method, first_of_crops, flatten_crops, per_image
+from ..slm_aea import (AEAHead, build_aea_model, init_soft_logits, slm_label_update, slm_ramps,
+                       soft_cross_entropy)
+from .base import EpochRecord, Method, first_of_crops, flatten_crops, per_image, unwrap
 from .registry import register_method
 
 SCHEDULES = ("exponential", "cosine")
@@ -29,6 +30,9 @@ class SLMAEAMethod(Method):
 
     Evaluation: ``cfg.slm_eval_mean`` ``"batch"`` uses the test batch's own mean feature (faithful; the
     test loader must not shuffle, batches fixed) or ``"running"`` (a running mean of training batch means).
+    Several processes: the training anchor is the mean of the global batch (gathered with gradients,
+    ``cfg.ddp_attention_batch="global"``; ``"rank"`` keeps each process's own), and every test batch is
+    evaluated whole on one process (``distributed.shard_batches``), so its anchor is one process's.
 
     Extra metrics.csv columns per epoch: ``soft_max_mean`` (mean over the N samples of max_c softmax(z_i)),
     ``soft_disagree`` (share of samples whose soft-label argmax differs from the given label), ``slm_u`` /
@@ -77,7 +81,7 @@ class SLMAEAMethod(Method):
         images, labels, indices, n_crops = flatten_crops(images, labels, indices)
         indices = indices.to(self.device).long()
         labels = labels.to(self.device).long()
-        out = model(images)
+        out = self._forward(model, images)
         logits = out["logits"].float()
         loss = soft_cross_entropy(logits, torch.softmax(self.Z[indices], dim=1))
         with torch.no_grad():
@@ -85,6 +89,19 @@ class SLMAEAMethod(Method):
             self._pending = dict(probs=torch.softmax(logits.detach(), 1), indices=indices, labels=labels,
                                  n_crops=n_crops, eps=((int(epoch) - 1) * steps_per_epoch + step) / steps_per_epoch)
         return loss, {"loss": loss.detach(), "loss_ce": loss.detach(), "train_acc": acc}
+
+    def _forward(self, model, images) -> dict:
+        """The forward pass; with several processes the AEA head anchors on the global batch's mean (its
+        ``gather`` is set for this pass only: the module stays plain to copy, save and export)."""
+        head = getattr(unwrap(model), "head", None)
+        gather = self._attention_gather() if isinstance(head, AEAHead) else None
+        if gather is None:
+            return model(images)
+        head.gather = lambda f: gather(f)[0]
+        try:
+            return model(images)
+        finally:
+            head.gather = None
 
     @torch.no_grad()
     def after_optimizer_step(self, model) -> None:
