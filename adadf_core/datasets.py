@@ -672,7 +672,7 @@ def _cache_key(paths: Sequence[Path], sizes: np.ndarray, pre_done: np.ndarray, t
     that store the images as decoded share one file."""
     return hashlib.sha1(json.dumps(dict(
         paths=[str(Path(p).resolve()) for p in paths],
-        stat=[(os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths],
+        stat=[(st.st_size, st.st_mtime_ns) for st in map(os.stat, paths)],
         sizes=sizes.tolist(), pre=pre_done.tolist(),
         pre_repr=repr(getattr(transform, "pre", None)) if pre_done.any() else None,
         boxes=None if boxes is None else np.asarray(boxes).tolist(),

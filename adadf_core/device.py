@@ -132,3 +132,20 @@ def make_optimizer(model, cfg, device: torch.device) -> torch.optim.Adam:
     fused = cfg.fused_adam if cfg.fused_adam is not None else device.type in ("cpu", "cuda")
     return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay, fused=bool(fused) or None)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)`` keeping this optimiser's own kernel choice (``fused``, ``foreach``):
+    torch takes those flags from the saved groups, so a checkpoint written with the other kernel would switch
+    it silently (``fused_adam`` is machinery: a run may resume with the other setting), and an Adam built fused
+    that then steps through the loop fails under a GradScaler. The step counters go where the kept kernel
+    wants them: float32 on the parameter's device for the fused kernel, on the CPU for the loop."""
+    kept = [{k: group.get(k) for k in ("fused", "foreach")} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, flags in zip(optimizer.param_groups, kept):
+        group.update(flags)
+        for p in group["params"]:
+            step = optimizer.state.get(p, {}).get("step")
+            if torch.is_tensor(step):
+                where = p.device if flags["fused"] else torch.device("cpu")
+                optimizer.state[p]["step"] = step.to(device=where, dtype=torch.float32)

@@ -610,7 +610,6 @@ def _run_notebooks(books: Sequence[Path], per_book: Mapping[str, dict], output: 
     from papermill.exceptions import PapermillExecutionError
 
     from .progress import MODE_VARIABLE, bar
-
     from .studies import DEVICES_VARIABLE
 
     failure: Optional[NotebookFailedError] = None

@@ -132,7 +132,8 @@ class AEAHead(nn.Module):
         if f.dim() != 2 or f.shape[1] != self.w.numel():
             raise ValueError(f"features must be [B, {self.w.numel()}], got {tuple(f.shape)}")
         if self.training:
-            m = (self.gather(f) if self.gather is not None else f).mean(dim=0)
+            gather = getattr(self, "gather", None)       # absent in heads pickled before it existed
+            m = (gather(f) if gather is not None else f).mean(dim=0)
             with torch.no_grad():
                 mb = m.detach().float()
                 if int(self.num_batches_tracked) == 0:

@@ -41,12 +41,12 @@ def parse_devices(text: str | Sequence[str] | None) -> list[str]:
     """``"cuda:0,cuda:1"`` (or a list) -> ``["cuda:0", "cuda:1"]``; ``None`` or ``""`` -> ``[]``. Each entry is
     ``cpu``, ``cuda`` or ``cuda:N``; anything else is a ``ValueError`` naming it."""
     import re
-    items = [t.strip() for t in (text.split(",") if isinstance(text, str) else (text or []))]
+    items = [str(t).strip().lower() for t in (text.split(",") if isinstance(text, str) else (text or []))]
     items = [t for t in items if t]
     bad = [t for t in items if not re.fullmatch(r"cpu|cuda(:\d+)?", t)]
     if bad:
-        raise ValueError(f"devices: {bad[0]!r} is not a device; expected a comma-separated list of cpu, cuda or "
-                         "cuda:N, e.g. cuda:0,cuda:1")
+        raise ValueError(f"{bad[0]!r} is not a device; expected a comma-separated list of cpu, cuda or cuda:N, "
+                         "e.g. cuda:0,cuda:1")
     return items
 
 
@@ -102,8 +102,12 @@ def train_on_devices(cfgs: Sequence[TrainConfig], runs_root: str | Path, devices
     if not devices:
         raise ValueError("train_on_devices: devices=[] is not valid; expected at least one device such as cuda:0")
     paths = [Path(c.run_dir) if c.run_dir else run_dir_for_config(runs_root, c) for c in cfgs]
+    first: dict[Path, int] = {}
+    for i, p in enumerate(paths):              # a folder named twice (seeds "0,0") is trained once, as in sequence
+        first.setdefault(p, i)
+    todo = sorted(first.values())
     groups = [[dataclasses.replace(cfgs[i], run_dir=str(paths[i]), device=dev)
-               for i in range(k, len(cfgs), len(devices))] for k, dev in enumerate(devices)]
+               for i in todo[k::len(devices)]] for k, dev in enumerate(devices)]
     with concurrent.futures.ProcessPoolExecutor(len(devices), mp_context=multiprocessing.get_context("spawn")) as pool:
         for done in [pool.submit(_train_in_order, group, reuse) for group in groups if group]:
             done.result()

@@ -144,7 +144,7 @@ def _restore(r: _Run) -> int:
     if diff:
         raise ValueError(f"cannot resume {r.writer.path}: its config differs from this one ({'; '.join(diff)})")
     load_model_state(unwrap(r.model), ckpt["model"], path)
-    r.optimizer.load_state_dict(ckpt["optimizer"])
+    devmod.load_optimizer_state(r.optimizer, ckpt["optimizer"])
     r.scheduler.load_state_dict(ckpt["scheduler"])
     r.scaler.load_state_dict(ckpt["scaler"])
     r.method.load_state_dict(ckpt["method"])

@@ -310,6 +310,6 @@ def test_devices_reach_the_notebook_kernels_and_the_record(books, tmp_path, caps
     assert pipeline.cli_main(["--notebooks", str(books), "--output", str(tmp_path / "b"), "--devices",
                               "cuda:0,gpu1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == ("adadf reproduce: --devices: devices: 'gpu1' is not a device; expected a comma-separated "
-                       "list of cpu, cuda or cuda:N, e.g. cuda:0,cuda:1")
+    assert err[-1] == ("adadf reproduce: --devices: 'gpu1' is not a device; expected a comma-separated list of "
+                       "cpu, cuda or cuda:N, e.g. cuda:0,cuda:1")
     assert not (tmp_path / "b").exists()

@@ -220,3 +220,38 @@ def test_best_and_last_weights_are_one_file_only_when_the_best_epoch_is_the_last
     if not same:
         a, b = load_file(str(best)), load_file(str(last))
         assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_keeps_this_runs_adam_kernel_whatever_the_checkpoint_used(tiny_synthfer, tmp_path):
+    """torch's load_state_dict takes fused/foreach from the saved groups; fused_adam is machinery (a run may
+    resume with the other setting), so the resumed optimiser must keep its own kernel. An Adam built fused that
+    steps through the loop fails under a GradScaler: the step a CUDA fp16 run takes, here with the CPU scaler."""
+    from adadf_core.config import resolve_config
+    from adadf_core.device import load_optimizer_state, make_optimizer
+
+    def trained_state(fused):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 3)
+        opt = make_optimizer(model, resolve_config(make_config("synthfer", fused_adam=fused)), torch.device("cpu"))
+        model(torch.randn(5, 4)).sum().backward()
+        opt.step()
+        return model, opt
+
+    for saved, resumed in ((False, True), (True, False)):
+        _, old = trained_state(saved)
+        model, opt = trained_state(resumed)
+        load_optimizer_state(opt, old.state_dict())
+        assert opt.param_groups[0]["fused"] == (True if resumed else None)
+        assert all(s["step"].dtype == torch.float32 and s["step"].device.type == "cpu" for s in opt.state.values())
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0)
+        model.zero_grad()
+        scaler.scale(model(torch.randn(5, 4)).sum()).backward()
+        scaler.step(opt)                          # torch's plain load_state_dict: AssertionError here for (False, True)
+        scaler.update()
+        assert all(int(s["step"]) == 2 for s in opt.state.values())
+
+    # a whole run stopped with the loop and resumed with the fused kernel finishes
+    part = fit(tiny_cfg(tiny_synthfer, tmp_path / "crossed", fused_adam=False), stop_after_epoch=1)
+    assert not part.finished
+    done = fit(tiny_cfg(tiny_synthfer, tmp_path / "crossed", resume=True))
+    assert done.finished and len(done.metrics) == 2

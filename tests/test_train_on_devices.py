@@ -33,7 +33,16 @@ def test_two_cpu_processes_give_the_sequential_runs(tiny_synthfer, tmp_path, mon
 
 
 def test_device_lists_are_parsed_and_checked():
-    assert parse_devices(" cuda:0, cuda:1 ,") == ["cuda:0", "cuda:1"]
+    assert parse_devices(" cuda:0, CUDA:1 ,") == ["cuda:0", "cuda:1"]
     assert parse_devices(None) == [] and parse_devices(["cpu"]) == ["cpu"]
     with pytest.raises(ValueError, match="'cuda1' is not a device"):
         parse_devices("cuda:0,cuda1")
+
+
+@pytest.mark.slow
+def test_a_folder_named_twice_is_trained_once_on_several_devices(tiny_synthfer, tmp_path):
+    """Seeds "0,0": in sequence the second config reuses the first run; spread over devices it must not be
+    trained twice at once (the second process would find the folder locked)."""
+    cfgs = [tiny(tiny_synthfer, 0), tiny(tiny_synthfer, 0), tiny(tiny_synthfer, 1)]
+    runs = train_on_devices(cfgs, tmp_path / "twice", ["cpu", "cpu"])
+    assert runs[0].path == runs[1].path != runs[2].path and all(r.finished for r in runs)
