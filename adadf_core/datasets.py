@@ -708,22 +708,19 @@ def build_store(paths: Sequence[Path], transform, mode: str, cache_dir: Optional
         note = f" (over the {memory_cache_limit() / 2**30:.1f} GiB memory-cache limit, ADADF_MEMORY_CACHE_GB)"
     else:
         note = ""
-    key = None
-    if mode == "memory":
-        key = _cache_key(paths, sizes, pre_done, transform, boxes)
-        if key in _DECODED:
-            _DECODED.move_to_end(key)
-            if progress:
-                print(f"{desc}: decoded-image cache of {len(paths)} images, {total / 2**20:,.1f} MiB, in memory "
-                      "(decoded earlier in this process)")
-            return _DECODED[key], pre_done.copy()
+    key = _cache_key(paths, sizes, pre_done, transform, boxes)
+    known = mode == "memory" and key in _DECODED
     target = None
     if mode == "mmap":
         cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        target = cache_dir / f"images-{_cache_key(paths, sizes, pre_done, transform, boxes)}.npy"
+        target = cache_dir / f"images-{key}.npy"
     if progress:
-        where = f"memory-mapped from {target}{note}" if target is not None else "in memory"
+        where = (f"memory-mapped from {target}{note}" if target is not None else
+                 "in memory (decoded earlier in this process)" if known else "in memory")
         print(f"{desc}: decoded-image cache of {len(paths)} images, {total / 2**20:,.1f} MiB, {where}")
+    if known:
+        _DECODED.move_to_end(key)
+        return _DECODED[key], pre_done.copy()
     if target is not None:
         if target.exists():
             return ImageStore(None, index, target), pre_done
@@ -755,9 +752,7 @@ def build_store(paths: Sequence[Path], transform, mode: str, cache_dir: Optional
 _DECODED: "collections.OrderedDict[str, ImageStore]" = collections.OrderedDict()
 
 
-def _remember(key: Optional[str], store: ImageStore) -> ImageStore:
-    if key is None:
-        return store
+def _remember(key: str, store: ImageStore) -> ImageStore:
     _DECODED[key] = store
     budget = memory_cache_limit() // 2
     while _DECODED and sum(s.nbytes for s in _DECODED.values()) > budget:

@@ -455,15 +455,15 @@ class RunWriter:
         When the best epoch is the last one the two names are one file (a hard link; a copy where the file
         system has none), so a study's folder holds each set of weights once."""
         staged = self.target / "best_model.pt"
-        if best_is_last:
-            staged.unlink(missing_ok=True)
-            self.weights("last_model.safetensors", state, dict(meta, weights=BEST_IS_LAST))
-            _link_or_copy(self.target / "last_model.safetensors", self.target / "best_model.safetensors")
-        else:
+        best = None
+        if not best_is_last:
             from .checkpoints import load
             best = load(staged if staged.exists() else self.path / "best_model.pt", "best-epoch weights")["model"]
-            staged.unlink(missing_ok=True)
-            self.weights("last_model.safetensors", state, dict(meta, weights="last epoch"))
+        staged.unlink(missing_ok=True)
+        self.weights("last_model.safetensors", state, dict(meta, weights=BEST_IS_LAST if best_is_last else "last epoch"))
+        if best_is_last:
+            _link_or_copy(self.target / "last_model.safetensors", self.target / "best_model.safetensors")
+        else:
             self.weights("best_model.safetensors", best, dict(meta, weights="best epoch"))
         self._obsolete = ["best_model.pt"]
 

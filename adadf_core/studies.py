@@ -101,17 +101,20 @@ def train_on_devices(cfgs: Sequence[TrainConfig], runs_root: str | Path, devices
     cfgs, devices = list(cfgs), list(devices)
     if not devices:
         raise ValueError("train_on_devices: devices=[] is not valid; expected at least one device such as cuda:0")
-    paths = [Path(c.run_dir) if c.run_dir else run_dir_for_config(runs_root, c) for c in cfgs]
-    first: dict[Path, int] = {}
-    for i, p in enumerate(paths):              # a folder named twice (seeds "0,0") is trained once, as in sequence
-        first.setdefault(p, i)
-    todo = sorted(first.values())
+    paths = [_folder(c, runs_root) for c in cfgs]
+    # a folder named twice (seeds "0,0") is trained once, as in sequence
+    todo = [i for i, p in enumerate(paths) if p not in paths[:i]]
     groups = [[dataclasses.replace(cfgs[i], run_dir=str(paths[i]), device=dev)
                for i in todo[k::len(devices)]] for k, dev in enumerate(devices)]
     with concurrent.futures.ProcessPoolExecutor(len(devices), mp_context=multiprocessing.get_context("spawn")) as pool:
         for done in [pool.submit(_train_in_order, group, reuse) for group in groups if group]:
             done.result()
     return [Run(p) for p in paths]
+
+
+def _folder(cfg: TrainConfig, runs_root: str | Path) -> Path:
+    """The run folder of ``cfg``: its ``run_dir``, else the one the naming rule gives under ``runs_root``."""
+    return Path(cfg.run_dir) if cfg.run_dir else run_dir_for_config(runs_root, cfg)
 
 
 def _train_in_order(cfgs: list, reuse: bool) -> None:
@@ -128,22 +131,21 @@ def train_many(cfgs: Sequence[TrainConfig], runs_root: str | Path, desc: str = "
     from .progress import bar, note
 
     runs = []
-    cfgs = list(cfgs)
+    cfgs = [dataclasses.replace(c, run_dir=str(_folder(c, runs_root))) for c in cfgs]
     devices = parse_devices(devices) if devices is not None else default_devices()
-    if len(devices) == 1:
-        cfgs = [dataclasses.replace(c, device=devices[0]) for c in cfgs]
-    elif len(devices) > 1:
-        todo = sum(not (is_finished(Path(c.run_dir) if c.run_dir else run_dir_for_config(runs_root, c)) and reuse)
-                   for c in cfgs)
+    if len(devices) > 1:
+        todo = sum(not (is_finished(c.run_dir) and reuse) for c in cfgs)
         note(f"{desc}: {len(cfgs)} runs ({todo} to train) on {len(devices)} devices ({', '.join(devices)})")
         return train_on_devices(cfgs, runs_root, devices, reuse=reuse)
+    if devices:
+        cfgs = [dataclasses.replace(c, device=devices[0]) for c in cfgs]
     runs_bar = bar(cfgs, desc=desc, unit="run")
     for i, cfg in enumerate(runs_bar, 1):
-        path = Path(cfg.run_dir) if cfg.run_dir else run_dir_for_config(runs_root, cfg)
+        path = Path(cfg.run_dir)
         state = "reuse" if is_finished(path) and reuse else "train"
         runs_bar.set_postfix_str(f"{state} {path.name}")
         note(f"{desc} {i}/{len(cfgs)}: {state} {path.name}")
-        runs.append(train_or_reuse(dataclasses.replace(cfg, run_dir=str(path)), reuse=reuse))
+        runs.append(train_or_reuse(cfg, reuse=reuse))
     runs_bar.close()
     return runs
 
