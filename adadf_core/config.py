@@ -127,7 +127,7 @@ class TrainConfig:
     progress: bool = True                    # progress bars and one line per epoch
     # several processes (torchrun; docs/METHOD.md §6)
     ddp_attention_batch: str = "global"      # global | rank: RR and attention min-max over the global or own batch
-    sync_bn: Optional[bool] = None           # SyncBatchNorm across processes (none = on with CUDA; CUDA only)
+    sync_bn: Optional[bool] = None           # BatchNorm of the global batch across processes (none = on)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

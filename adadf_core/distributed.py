@@ -250,12 +250,13 @@ def process_device(device: torch.device, d: Dist) -> torch.device:
 
 
 def wrap_model(model: torch.nn.Module, d: Dist, device: torch.device, sync_bn: Optional[bool]) -> torch.nn.Module:
-    """``model`` in DistributedDataParallel (with SyncBatchNorm per ``resolve_sync_bn``); unchanged in one
-    process."""
+    """``model`` in DistributedDataParallel (BatchNorm synchronised per ``resolve_sync_bn``: torch's
+    SyncBatchNorm on GPUs, ``GlobalBatchNorm`` on the CPU); unchanged in one process."""
     if not d.active:
         return model
-    if resolve_sync_bn(sync_bn, device, d):
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if resolve_sync_bn(sync_bn, d):
+        model = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda"
+                 else convert_to_global_batchnorm(model))
     ids = [device.index if device.index is not None else d.local_rank] if device.type == "cuda" else None
     ddp = torch.nn.parallel.DistributedDataParallel
     sync = ({"forward_sync_buffers": True} if "forward_sync_buffers" in inspect.signature(ddp).parameters
@@ -263,12 +264,63 @@ def wrap_model(model: torch.nn.Module, d: Dist, device: torch.device, sync_bn: O
     return ddp(model, device_ids=ids, **sync)
 
 
-def resolve_sync_bn(choice: Optional[bool], device: torch.device, d: Dist) -> bool:
-    """``sync_bn``: None = on for CUDA with several processes, off otherwise; on requires CUDA (torch's
-    SyncBatchNorm has no CPU kernel)."""
-    if choice is None:
-        return d.active and device.type == "cuda"
-    if choice and d.active and device.type != "cuda":
-        raise ValueError("sync_bn=True is not valid on the CPU; expected a CUDA device (torch's SyncBatchNorm "
-                         "runs on GPUs only) or sync_bn=False")
-    return bool(choice) and d.active
+def resolve_sync_bn(choice: Optional[bool], d: Dist) -> bool:
+    """``sync_bn``: None or True = BatchNorm statistics of the global batch whenever there are several
+    processes; False = each process normalises its own B/N (no effect in one process)."""
+    return (True if choice is None else bool(choice)) and d.active
+
+
+class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the global batch over all processes, for the CPU
+    (gloo), where torch's SyncBatchNorm has no kernel. With mean and biased variance over every process's
+    rows (sums all-reduced with gradients, ``torch.distributed.nn.functional.all_reduce``)::
+
+        mu = sum_r sum_i x_ri / n,   var = sum_r sum_i (x_ri - mu)^2 / n,   y = (x - mu) / sqrt(var + eps) * w + b
+
+    which is what one process computes on the whole batch; the running statistics take the unbiased
+    variance, as torch's BatchNorm does. In eval mode, or without a process group, it is plain BatchNorm."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"GlobalBatchNorm expected an input of 2 or more dimensions, got {x.dim()}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+        dims, shape = [0, *range(2, x.dim())], [1, -1, *[1] * (x.dim() - 2)]
+        n = torch.tensor([x.numel() // x.shape[1]], dtype=torch.float64)
+        dist.all_reduce(n)
+        with warnings.catch_warnings():   # torch 2.14 points to a private module instead; this one works
+            warnings.simplefilter("ignore", FutureWarning)
+            mean = all_reduce(x.sum(dims)) / n.item()
+            centred = x - mean.view(shape)
+            var = all_reduce(centred.square().sum(dims)) / n.item()
+        if self.track_running_stats:
+            self._update_running(mean.detach(), var.detach(), n.item())
+        y = centred * torch.rsqrt(var + self.eps).view(shape)
+        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+
+    @torch.no_grad()
+    def _update_running(self, mean: torch.Tensor, var: torch.Tensor, n: float) -> None:
+        self.num_batches_tracked.add_(1)
+        m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        self.running_mean.mul_(1 - m).add_(mean, alpha=m)
+        self.running_var.mul_(1 - m).add_(var * (n / max(n - 1, 1)), alpha=m)
+
+
+def convert_to_global_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` with every BatchNorm layer replaced by a ``GlobalBatchNorm`` sharing its weights, bias and
+    running statistics (the state dict keeps its keys); a BatchNorm ``module`` itself is returned converted."""
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
+        new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                              module.track_running_stats)
+        for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            if getattr(module, name, None) is not None:
+                setattr(new, name, getattr(module, name))
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        module.add_module(name, convert_to_global_batchnorm(child))
+    return module

@@ -61,10 +61,72 @@ def test_batch_must_divide_among_processes():
         distributed.per_rank_batch(9, Dist(rank=0, world=2))
 
 
-def test_sync_bn_needs_cuda():
-    with pytest.raises(ValueError, match="sync_bn=True .* CUDA"):
-        distributed.resolve_sync_bn(True, torch.device("cpu"), Dist(rank=0, world=2))
-    assert distributed.resolve_sync_bn(None, torch.device("cpu"), Dist(rank=0, world=2)) is False
+def test_sync_bn_is_on_by_default_with_several_processes():
+    two, one = Dist(rank=0, world=2), distributed.SINGLE
+    assert distributed.resolve_sync_bn(None, two) is True and distributed.resolve_sync_bn(False, two) is False
+    assert distributed.resolve_sync_bn(True, one) is False          # one process: nothing to synchronise
+
+
+def test_global_batchnorm_conversion_keeps_weights_keys_and_single_process_numbers():
+    from adadf_core.model import build_model
+    torch.manual_seed(0)
+    model = build_model("adadf", C)
+    for m in model.modules():          # distinct statistics, so that a lost buffer would show
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 2)
+    x = torch.randn(4, 3, 32, 32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.eval()
+    want = model(x)["logits"]
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    converted = distributed.convert_to_global_batchnorm(model)
+    assert not any(type(m) is nn.BatchNorm2d for m in converted.modules())
+    assert sum(isinstance(m, distributed.GlobalBatchNorm) for m in converted.modules()) == n_bn > 20
+    after = converted.state_dict()
+    assert list(after) == list(before) and all(torch.equal(before[k], after[k]) for k in before)
+    assert torch.equal(converted(x)["logits"], want)                 # eval: the running statistics
+    converted.train()
+    plain = nn.BatchNorm2d(5)
+    glob = distributed.convert_to_global_batchnorm(nn.BatchNorm2d(5))
+    y = torch.randn(6, 5, 3, 3)
+    assert torch.equal(glob(y), plain(y))                            # no process group: plain BatchNorm
+    assert torch.equal(glob.running_var, plain.running_var)
+
+
+def _global_bn_worker(d, out: Path, x, w, b):
+    bn = distributed.convert_to_global_batchnorm(nn.BatchNorm2d(x.shape[1], momentum=0.3))
+    bn.weight.data.copy_(w), bn.bias.data.copy_(b)
+    half = x.shape[0] // 2
+    mine = x[d.rank * half:(d.rank + 1) * half].clone().requires_grad_(True)
+    y = bn(mine)
+    (y * torch.arange(y.numel()).view_as(y).sin()).sum().backward()     # a loss that mixes the rows
+    torch.save(dict(y=y.detach(), gx=mine.grad, gw=bn.weight.grad, mean=bn.running_mean, var=bn.running_var),
+               out / f"bn{d.rank}.pt")
+
+
+def test_global_batchnorm_on_two_processes_is_batchnorm_of_the_whole_batch(tmp_path):
+    """Two processes with half the rows each: outputs, input gradients, running statistics and the summed
+    weight gradients of one BatchNorm over all the rows (torch's SyncBatchNorm has no CPU kernel)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 3, 4, 5, generator=g) * 3 + 1
+    w, b = torch.rand(3, generator=g) + 0.5, torch.randn(3, generator=g)
+    spawn(_global_bn_worker, tmp_path, x, w, b)
+    parts = [torch.load(tmp_path / f"bn{r}.pt") for r in (0, 1)]
+    bn = nn.BatchNorm2d(3, momentum=0.3)
+    bn.weight.data.copy_(w), bn.bias.data.copy_(b)
+    xx = x.clone().requires_grad_(True)
+    y = bn(xx)
+    halves = [(y[:4] * torch.arange(y[:4].numel()).view_as(y[:4]).sin()).sum(),
+              (y[4:] * torch.arange(y[4:].numel()).view_as(y[4:]).sin()).sum()]
+    sum(halves).backward()
+    assert torch.allclose(torch.cat([p["y"] for p in parts]), y, atol=1e-5)
+    assert torch.allclose(torch.cat([p["gx"] for p in parts]), xx.grad, atol=1e-5)
+    assert torch.allclose(parts[0]["gw"] + parts[1]["gw"], bn.weight.grad, atol=1e-4)   # DDP then averages
+    for p in parts:
+        assert torch.allclose(p["mean"], bn.running_mean, atol=1e-6)
+        assert torch.allclose(p["var"], bn.running_var, atol=1e-5)      # unbiased, over all 160 values
+    local = nn.BatchNorm2d(3)(x[:4])                                     # what a process alone would compute
+    assert not torch.allclose(parts[0]["y"], local, atol=1e-2)
 
 
 def test_nproc_launches_torchrun_without_itself():
@@ -378,6 +440,65 @@ def test_two_processes_anchor_slm_aea_on_the_global_batch(tiny_synthfer, tmp_pat
     w1, w2, w3 = (r.load_model().state_dict() for r in (one, two, halves))
     assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
     assert not all(torch.allclose(w1[k], w3[k], atol=1e-5) for k in w1)
+
+
+def _adadfnet_grad_worker(d, out: Path, x, y, D, sync_bn):
+    from adadf_core.model import build_model
+    torch.manual_seed(0)
+    model = build_model("adadf", C).train()
+    if sync_bn:
+        model = distributed.convert_to_global_batchnorm(model)
+    b = len(y) // d.world
+    mine = slice(d.rank * b, (d.rank + 1) * b)
+    loss_of(model, x[mine], y[mine], D, d.gather_batch).backward()
+    grads = [d.all_reduce_sum(p.grad.clone()) / d.world for p in model.parameters() if p.grad is not None]
+    torch.save(grads, out / f"adadfnet{d.rank}_{sync_bn}.pt")     # what DDP averages
+
+
+def test_real_adadfnet_step_on_two_processes_has_the_one_process_gradient(tmp_path):
+    """AdaDFNet (ResNet-18, BatchNorm in trunk and branches), 2 gloo processes with B/2 each: with global-batch
+    BatchNorm the averaged gradient of one step is one process's gradient on B; with per-process BatchNorm
+    (``sync_bn=False``) it is not."""
+    from adadf_core.model import build_model
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 3, 32, 32, generator=g), torch.arange(16) % C
+    D = torch.softmax(torch.randn(C, C, generator=g), 1)
+    torch.manual_seed(0)
+    model = build_model("adadf", C).train()
+    loss_of(model, x, y, D).backward()
+    want = [p.grad for p in model.parameters() if p.grad is not None]
+
+    def relative_error(sync_bn):
+        spawn(_adadfnet_grad_worker, tmp_path, x, y, D, sync_bn)
+        got = [torch.load(tmp_path / f"adadfnet{r}_{sync_bn}.pt") for r in (0, 1)]
+        assert all(torch.equal(a, b) for a, b in zip(*got))          # every process steps with the same gradient
+        diff = sum(((a - b) ** 2).sum() for a, b in zip(got[0], want)) ** 0.5
+        return float(diff / sum((b ** 2).sum() for b in want) ** 0.5)
+
+    assert relative_error(True) < 1e-4          # measured 3.8e-6
+    assert relative_error(False) > 0.1          # measured 1.5
+
+
+@pytest.mark.slow
+def test_two_processes_of_the_real_adadfnet_stay_with_one_process(tiny_synthfer, tmp_path):
+    """A whole epoch of AdaDFNet on 2 processes: with global-batch BatchNorm (the default) it stays close to one
+    process with batch B, far closer than with per-process BatchNorm. Not to float tolerance: Adam's first steps
+    turn rounding-sized gradient differences of near-zero gradients into steps of the full learning rate."""
+    from adadf_core.runs import Run
+    from adadf_core.train import fit
+    kw = dict(method="adadf", image_size=32, epochs=1)
+    one = Run(fit(tiny_cfg(tiny_synthfer, tmp_path / "one", **kw)).path)
+    spawn(_fit_worker, tiny_synthfer, tmp_path / "two", tmp_path, kw, None)
+    spawn(_fit_worker, tiny_synthfer, tmp_path / "local", tmp_path, dict(kw, sync_bn=False), None)
+    two, local = Run(tmp_path / "two"), Run(tmp_path / "local")
+    assert two.config.sync_bn is None                       # the default: global-batch BatchNorm
+    for col in ("loss", "loss_ce", "loss_kl", "loss_rr"):
+        near, far = (abs(float(r.metrics[col].iloc[-1]) - float(one.metrics[col].iloc[-1])) for r in (two, local))
+        assert near < 0.25 * far, (col, near, far)
+    w1, w2, w3 = (r.load_model().state_dict() for r in (one, two, local))
+    params = [k for k in w1 if "running" not in k and "num_batches" not in k]
+    near, far = (sum(float((w1[k] - w[k]).norm() ** 2) for k in params) ** 0.5 for w in (w2, w3))
+    assert near < 0.25 * far, (near, far)
 
 
 @pytest.mark.slow
