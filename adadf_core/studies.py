@@ -6,6 +6,7 @@ Accuracies in every table are fractions in [0, 1]; the text columns (``best``, `
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import time
 from pathlib import Path
@@ -132,12 +133,15 @@ def train_many(cfgs: Sequence[TrainConfig], runs_root: str | Path, desc: str = "
 
     runs = []
     cfgs = [dataclasses.replace(c, run_dir=str(_folder(c, runs_root))) for c in cfgs]
-    devices = parse_devices(devices) if devices is not None else default_devices()
+    from_env = devices is None
+    devices = default_devices() if from_env else parse_devices(devices)
     if len(devices) > 1:
         todo = sum(not (is_finished(c.run_dir) and reuse) for c in cfgs)
         note(f"{desc}: {len(cfgs)} runs ({todo} to train) on {len(devices)} devices ({', '.join(devices)})")
         return train_on_devices(cfgs, runs_root, devices, reuse=reuse)
     if devices:
+        if from_env:      # a variable left in a shell must not move runs without a word
+            note(f"{desc}: every run on {devices[0]} (${DEVICES_VARIABLE}={os.environ[DEVICES_VARIABLE]})")
         cfgs = [dataclasses.replace(c, device=devices[0]) for c in cfgs]
     runs_bar = bar(cfgs, desc=desc, unit="run")
     for i, cfg in enumerate(runs_bar, 1):

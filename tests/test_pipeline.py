@@ -313,3 +313,9 @@ def test_devices_reach_the_notebook_kernels_and_the_record(books, tmp_path, caps
     assert err[-1] == ("adadf reproduce: --devices: 'gpu1' is not a device; expected a comma-separated list of "
                        "cpu, cuda or cuda:N, e.g. cuda:0,cuda:1")
     assert not (tmp_path / "b").exists()
+    assert pipeline.cli_main(["--notebooks", str(books), "--output", str(tmp_path / "c"), "--device", "cpu",
+                              "--devices", "cuda:0,cuda:1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "adadf reproduce: --device cpu and --devices cuda:0,cuda:1 disagree; expected one of them (the rest of "
+        "the work runs on the first of --devices)")
+    assert not (tmp_path / "c").exists()

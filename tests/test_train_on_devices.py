@@ -39,6 +39,17 @@ def test_device_lists_are_parsed_and_checked():
         parse_devices("cuda:0,cuda1")
 
 
+def test_one_device_from_the_environment_is_said(tiny_synthfer, tmp_path, monkeypatch, capsys):
+    """A one-entry $ADADF_DEVICES left in a shell moves every run to that device, and says so."""
+    monkeypatch.setenv("ADADF_DEVICES", "cpu")
+    run, = train_many([tiny(tiny_synthfer, 0)], tmp_path / "env", desc="seeds")
+    assert "seeds: every run on cpu ($ADADF_DEVICES=cpu)" in capsys.readouterr().out
+    assert run.config.device == "cpu"
+    monkeypatch.delenv("ADADF_DEVICES")
+    train_many([tiny(tiny_synthfer, 0)], tmp_path / "env", desc="seeds")       # reused; no variable, no line
+    assert "ADADF_DEVICES" not in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_a_folder_named_twice_is_trained_once_on_several_devices(tiny_synthfer, tmp_path):
     """Seeds "0,0": in sequence the second config reuses the first run; spread over devices it must not be
