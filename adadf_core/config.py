@@ -116,7 +116,7 @@ class TrainConfig:
     # machinery
     device: str = "auto"                     # auto | cpu | cuda | cuda:N
     amp: str = "auto"                        # auto = fp32 (the authors') | mixed (bf16, else fp16) | bf16 | fp16 | off
-    channels_last: Optional[bool] = None     # channels_last memory format (none = on for CUDA, off on CPU)
+    channels_last: Optional[bool] = None     # channels_last memory format (none = on for CUDA; CPU from 160 px)
     fused_adam: Optional[bool] = None        # Adam's fused kernel (none = on: ~3x faster a step, the same update to float rounding; off = torch's default, as the authors)
     num_threads: Optional[int] = None        # torch CPU threads (none = torch's default)
     track_samples: int = 16                  # training samples whose distributions are logged every epoch

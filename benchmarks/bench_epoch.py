@@ -7,10 +7,13 @@ Four settings of one Ada-DF run (`--profile official`, the official recipe), eac
 child process on the same generated RAF-layout set (SynthFER faces written in RAF-DB's layout, read as
 `--dataset raf`, so no vote distributions):
 
-* ``today``: ``cd_source=eval_pass`` with ``pass_diagnostics=true`` and ``fused_adam=false``: the mining pass
-  through both branches and torch's per-tensor Adam, what every run did before (the switches keep both);
-* ``exact``: the mining pass through the auxiliary branch only, per-tensor Adam: the same numbers as today;
-* ``new``: the default: auxiliary-branch mining and the fused Adam kernel (the same update up to rounding);
+* ``today``: ``cd_source=eval_pass`` with ``pass_diagnostics=true``, ``fused_adam=false`` and
+  ``channels_last=false``: the mining pass through both branches, torch's per-tensor Adam and contiguous
+  tensors, what every run did before (the switches keep all three);
+* ``exact``: the mining pass through the auxiliary branch only, per-tensor Adam, contiguous: the same numbers
+  as today, bit for bit;
+* ``new``: the default: auxiliary-branch mining, the fused Adam kernel and, from 160 px, channels-last
+  tensors (the same arithmetic up to float rounding);
 * ``train_pass``: the default with ``cd_source=train_pass``: no mining pass (not the authors' semantics,
   docs/METHOD.md §4).
 
@@ -19,7 +22,8 @@ wall time, the speed-up over ``today``, whether ``today`` and ``exact`` wrote th
 column but ``seconds``), and how far ``new``'s test accuracy and loss are from today's. ``--parts`` instead times the parts of an epoch in one process, interleaved
 ``--repeats`` times on one model and loader (training steps; the mining pass through both branches, as
 before; the mining pass through the auxiliary branch; the test pass) and prints the medians and the epoch
-times they add up to, which a busy neighbour disturbs less than separate processes. ``--repeats R`` runs the settings R times in turn (today, new, train_pass,
+times they add up to (all in the contiguous layout; the processes show channels-last's share), which a busy
+neighbour disturbs less than separate processes. ``--repeats R`` runs the settings R times in turn (today, new, train_pass,
 today, ...) and compares the medians: on a shared machine a single run is at the mercy of its neighbours.
 """
 from __future__ import annotations
@@ -35,8 +39,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {"today": ["--cd-source", "eval_pass", "--set", "pass_diagnostics=true", "--no-fused-adam"],
-            "exact": ["--cd-source", "eval_pass", "--no-fused-adam"],
+SETTINGS = {"today": ["--cd-source", "eval_pass", "--set", "pass_diagnostics=true", "--no-fused-adam",
+                      "--no-channels-last"],
+            "exact": ["--cd-source", "eval_pass", "--no-fused-adam", "--no-channels-last"],
             "new": ["--cd-source", "eval_pass"],
             "train_pass": ["--cd-source", "train_pass"]}
 
@@ -80,7 +85,8 @@ def time_parts(data: Path, args) -> dict[str, list[float]]:
     from adadf_core.train import _build, _train_epoch
     cfg = resolve_config(make_config("raf", "official", data_root=str(data), batch_size=args.batch_size,
                                      image_size=args.size, num_workers=args.workers, progress=False,
-                                     num_threads=args.threads, run_dir=str(data.parent / "parts")))
+                                     num_threads=args.threads, run_dir=str(data.parent / "parts"),
+                                     channels_last=False))      # the parts in today's contiguous layout
     r = _build(cfg, distributed.SINGLE, resume=False)
     diag = r.method.diagnostics
     passes = {"mining, both branches (today)": dataclasses.replace(cfg, pass_diagnostics=True),

@@ -290,3 +290,19 @@ def test_a_run_records_the_weights_sha256(tmp_path, tiny_synthfer, source_sd):
     fit(cfg)
     env = json.loads((tmp_path / "run" / "config.json").read_text())["environment"]
     assert env["weights"] == str(path) and env["weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_channels_last_default_follows_device_and_image_size():
+    from adadf_core.config import make_config as _make, resolve_config
+    from adadf_core.device import CPU_CHANNELS_LAST_FROM, use_channels_last
+    def make_config(*a, **k):
+        return resolve_config(_make(*a, **k))
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert CPU_CHANNELS_LAST_FROM == 160
+    assert not use_channels_last(cpu, make_config("synthfer"))                      # 48 px: contiguous
+    assert not use_channels_last(cpu, make_config("raf", "paper"))                  # 100 px
+    assert use_channels_last(cpu, make_config("raf", "official"))                   # 224 px
+    assert use_channels_last(cpu, make_config("synthfer", image_size=160))
+    assert not use_channels_last(cpu, make_config("raf", "official", channels_last=False))   # a choice wins
+    assert use_channels_last(cpu, make_config("synthfer", channels_last=True))
+    assert use_channels_last(cuda, make_config("synthfer")) and not use_channels_last(cpu)
