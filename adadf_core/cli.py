@@ -287,7 +287,8 @@ def evaluate_main(argv: Optional[list[str]] = None) -> int:
         model = run.load_model(best=args.best, device=device, trust_pickle=args.trust_pickle)
         loader = make_test_loader(cfg, test_set, get_method(cfg.method).test_batch_size(cfg), device)
         amp = cfg.amp if device.type == "cuda" else "off"
-        result = evaluate(model, loader, device=device, amp=amp, num_classes=test_set.num_classes)
+        result = evaluate(model, loader, device=device, amp=amp, num_classes=test_set.num_classes,
+                          channels_last=devmod.use_channels_last(device, cfg))     # the layout training evaluated in
     except (ValueError, FileNotFoundError, CheckpointError, DamagedFileError) as error:
         print(f"adadf evaluate: error: {error}", file=sys.stderr)
         return 2

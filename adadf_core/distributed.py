@@ -16,6 +16,8 @@ What holds, so that N processes with a per-process batch of B/N compute what one
 * ``gather_rows``: an autograd all-gather, so the rank regularisation and the min-max attention
   normalisation see the global batch with gradients to every process's attention.
 * ``all_reduce_sum`` and friends for the miner's sums and counts, the diagnostics and the epoch logs.
+* BatchNorm of the global batch (``cfg.sync_bn``, on by default): torch's SyncBatchNorm on GPUs,
+  ``GlobalBatchNorm`` on the CPU, where torch has no SyncBatchNorm kernel.
 """
 from __future__ import annotations
 
@@ -264,41 +266,74 @@ def wrap_model(model: torch.nn.Module, d: Dist, device: torch.device, sync_bn: O
     return ddp(model, device_ids=ids, **sync)
 
 
+def layout(model: torch.nn.Module, d: Dist, channels_last: bool) -> dict:
+    """What a run's record says of how it was laid out: processes, BatchNorm mode, memory format."""
+    modules = list(model.modules())
+    synced = any(isinstance(m, (GlobalBatchNorm, torch.nn.SyncBatchNorm)) for m in modules)
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in modules)
+    mode = "global-batch" if synced else ("per-process" if d.active else "one-process") if has_bn else "none"
+    return {"processes": d.world, "batchnorm": mode, "channels_last": bool(channels_last)}
+
+
 def resolve_sync_bn(choice: Optional[bool], d: Dist) -> bool:
     """``sync_bn``: None or True = BatchNorm statistics of the global batch whenever there are several
     processes; False = each process normalises its own B/N (no effect in one process)."""
     return (True if choice is None else bool(choice)) and d.active
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the processes, with gradients: the backward pass sums every process's gradient, so each
+    process gets the gradient of the sum of all processes' losses with respect to its own share."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
 class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the global batch over all processes, for the CPU
-    (gloo), where torch's SyncBatchNorm has no kernel. With mean and biased variance over every process's
-    rows (sums all-reduced with gradients, ``torch.distributed.nn.functional.all_reduce``)::
+    (gloo), where torch's SyncBatchNorm has no kernel. With n the rows of every process together (sums
+    all-reduced with gradients, two collectives a layer)::
 
         mu = sum_r sum_i x_ri / n,   var = sum_r sum_i (x_ri - mu)^2 / n,   y = (x - mu) / sqrt(var + eps) * w + b
 
     which is what one process computes on the whole batch; the running statistics take the unbiased
-    variance, as torch's BatchNorm does. In eval mode, or without a process group, it is plain BatchNorm."""
+    variance, as torch's BatchNorm does. In eval mode, or without a process group, it is plain BatchNorm.
+    Written with elementwise operations, it keeps about one more activation-sized tensor per layer for the
+    backward pass than torch's fused kernel."""
+
+    def __init__(self, *args, input_dims: tuple = (4,), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.input_dims = tuple(input_dims)      # 4 for a converted BatchNorm2d, (2, 3) for BatchNorm1d
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
-        if x.dim() < 2:
-            raise ValueError(f"GlobalBatchNorm expected an input of 2 or more dimensions, got {x.dim()}")
+        if x.dim() not in self.input_dims:
+            raise ValueError(f"expected a {' or '.join(map(str, self.input_dims))}D input, got {x.dim()}D")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
         dims, shape = [0, *range(2, x.dim())], [1, -1, *[1] * (x.dim() - 2)]
-        n = torch.tensor([x.numel() // x.shape[1]], dtype=torch.float64)
-        dist.all_reduce(n)
-        with warnings.catch_warnings():   # torch 2.14 points to a private module instead; this one works
-            warnings.simplefilter("ignore", FutureWarning)
-            mean = all_reduce(x.sum(dims)) / n.item()
-            centred = x - mean.view(shape)
-            var = all_reduce(centred.square().sum(dims)) / n.item()
+        rows = torch.full((1,), float(x.numel() // x.shape[1]), dtype=x.dtype)
+        sums = _AllReduceSum.apply(torch.cat([x.sum(dims), rows]))      # the count rides with the sums
+        n = float(sums[-1])
+        if n <= 1:
+            raise ValueError(f"expected more than 1 value per channel when training, got {n:.0f} over all "
+                             "processes")
+        mean = sums[:-1] / n
+        centred = x - mean.view(shape)
+        var = _AllReduceSum.apply(centred.square().sum(dims)) / n
         if self.track_running_stats:
-            self._update_running(mean.detach(), var.detach(), n.item())
+            self._update_running(mean.detach(), var.detach(), n)
         y = centred * torch.rsqrt(var + self.eps).view(shape)
         return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
 
@@ -307,15 +342,17 @@ class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
         self.num_batches_tracked.add_(1)
         m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         self.running_mean.mul_(1 - m).add_(mean, alpha=m)
-        self.running_var.mul_(1 - m).add_(var * (n / max(n - 1, 1)), alpha=m)
+        self.running_var.mul_(1 - m).add_(var * (n / (n - 1)), alpha=m)
 
 
 def convert_to_global_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
     """``module`` with every BatchNorm layer replaced by a ``GlobalBatchNorm`` sharing its weights, bias and
     running statistics (the state dict keeps its keys); a BatchNorm ``module`` itself is returned converted."""
     if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
+        dims = (2, 3) if isinstance(module, torch.nn.BatchNorm1d) else (
+            5,) if isinstance(module, torch.nn.BatchNorm3d) else (4,)
         new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                              module.track_running_stats)
+                              module.track_running_stats, input_dims=dims)
         for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
             if getattr(module, name, None) is not None:
                 setattr(new, name, getattr(module, name))

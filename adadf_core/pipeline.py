@@ -546,7 +546,7 @@ def reproduce(dataset: str = "synthfer", data_root: str | None = None, output: s
         devices = parse_devices(devices)
     except ValueError as exc:
         raise PipelineError(f"--devices: {exc}") from None
-    if devices and device not in ("auto", devices[0]):
+    if devices and (device or "auto").strip().lower() not in ("auto", devices[0]):
         raise PipelineError(f"--device {device} and --devices {','.join(devices)} disagree; expected one of them "
                             "(the rest of the work runs on the first of --devices)")
     if devices:

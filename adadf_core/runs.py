@@ -399,16 +399,21 @@ class RunWriter:
         for name in RECORD_FILES:
             (self.path / name).unlink(missing_ok=True)
 
-    def config(self, cfg: TrainConfig, model, train_set, resumed: bool) -> None:
-        """``config.json``: the resolved config and the environment it ran in."""
+    def config(self, cfg: TrainConfig, model, train_set, resumed: bool, layout: Optional[dict] = None) -> None:
+        """``config.json``: the resolved config and the environment it ran in (``layout``: the processes, the
+        BatchNorm mode and the memory format the trainer chose; a resume that would change the BatchNorm mode
+        is refused)."""
         from .device import environment
         device = next(model.parameters()).device
         env = dict(environment(device), weights=getattr(model, "pretrained_source", None) or "scratch",
                    weights_sha256=getattr(getattr(model, "load_report", None), "sha256", None),
                    num_classes=int(train_set.num_classes), class_names=list(train_set.class_names),
-                   num_train=len(train_set))
+                   num_train=len(train_set), **(layout or {}))
         if resumed:   # the model was rebuilt without the pretrained file: keep the record
             old = read_json(self.path / "config.json", "run config").get("environment", {})
+            if "batchnorm" in old and old["batchnorm"] != env.get("batchnorm", old["batchnorm"]):
+                raise ValueError(f"cannot resume {self.path}: it trained with {old['batchnorm']} BatchNorm, this "
+                                 f"process would use {env['batchnorm']}; expected the same --sync-bn choice")
             env["weights"] = old.get("weights", cfg.pretrained or "scratch")
             env["weights_sha256"] = old.get("weights_sha256")
         self.json("config.json", {"config": dataclasses.asdict(cfg), "environment": env})

@@ -77,7 +77,8 @@ def fit(cfg: TrainConfig, stop_after_epoch: Optional[int] = None) -> Run:
         r = _build(cfg, d, resume=action == "resume")
         start_epoch = _restore(r) if action == "resume" else _start(r)
         if d.is_main:
-            r.writer.config(cfg, unwrap(r.model), r.train_loader.dataset, resumed=action == "resume")
+            r.writer.config(cfg, unwrap(r.model), r.train_loader.dataset, resumed=action == "resume",
+                            layout=distributed.layout(r.model, d, r.run.channels_last))
         for epoch in range(start_epoch, cfg.epochs + 1):
             t0 = time.time()
             if hasattr(r.train_loader.sampler, "set_epoch"):      # AffectNet's balanced undersampler

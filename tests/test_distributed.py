@@ -93,40 +93,78 @@ def test_global_batchnorm_conversion_keeps_weights_keys_and_single_process_numbe
     assert torch.equal(glob.running_var, plain.running_var)
 
 
-def _global_bn_worker(d, out: Path, x, w, b):
-    bn = distributed.convert_to_global_batchnorm(nn.BatchNorm2d(x.shape[1], momentum=0.3))
+BN_CASES = {   # name: (BatchNorm class, input shape, rows of process 0, momentum, channels_last)
+    "2d": (nn.BatchNorm2d, (8, 3, 4, 5), 4, 0.3, False),
+    "2d uneven, momentum None": (nn.BatchNorm2d, (8, 3, 4, 5), 3, None, False),
+    "2d channels_last": (nn.BatchNorm2d, (8, 3, 4, 5), 4, 0.3, True),
+    "1d": (nn.BatchNorm1d, (10, 3), 5, 0.1, False),
+}
+
+
+def _bn_loss(y):
+    return (y * torch.arange(y.numel()).view_as(y).sin()).sum()      # a loss that mixes the rows
+
+
+def _global_bn_worker(d, out: Path, case, x, w, b):
+    cls, _, first, momentum, cl = BN_CASES[case]
+    bn = distributed.convert_to_global_batchnorm(cls(x.shape[1], momentum=momentum))
     bn.weight.data.copy_(w), bn.bias.data.copy_(b)
-    half = x.shape[0] // 2
-    mine = x[d.rank * half:(d.rank + 1) * half].clone().requires_grad_(True)
-    y = bn(mine)
-    (y * torch.arange(y.numel()).view_as(y).sin()).sum().backward()     # a loss that mixes the rows
-    torch.save(dict(y=y.detach(), gx=mine.grad, gw=bn.weight.grad, mean=bn.running_mean, var=bn.running_var),
-               out / f"bn{d.rank}.pt")
+    mine = (x[:first] if d.rank == 0 else x[first:]).clone()
+    if cl:
+        mine = mine.contiguous(memory_format=torch.channels_last)
+    mine.requires_grad_(True)
+    for _ in range(2):                                                  # momentum None: a cumulative average
+        y = bn(mine)
+    _bn_loss(y).backward()
+    torch.save(dict(y=y.detach(), gx=mine.grad, gw=bn.weight.grad, mean=bn.running_mean, var=bn.running_var,
+                    cl=y.is_contiguous(memory_format=torch.channels_last) if cl else None), out / f"bn{d.rank}.pt")
 
 
-def test_global_batchnorm_on_two_processes_is_batchnorm_of_the_whole_batch(tmp_path):
-    """Two processes with half the rows each: outputs, input gradients, running statistics and the summed
+@pytest.mark.parametrize("case", list(BN_CASES))
+def test_global_batchnorm_on_two_processes_is_batchnorm_of_the_whole_batch(tmp_path, case):
+    """Two processes with a share of the rows each: outputs, input gradients, running statistics and the summed
     weight gradients of one BatchNorm over all the rows (torch's SyncBatchNorm has no CPU kernel)."""
+    cls, shape, first, momentum, cl = BN_CASES[case]
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(8, 3, 4, 5, generator=g) * 3 + 1
+    x = torch.randn(*shape, generator=g) * 3 + 1
     w, b = torch.rand(3, generator=g) + 0.5, torch.randn(3, generator=g)
-    spawn(_global_bn_worker, tmp_path, x, w, b)
+    spawn(_global_bn_worker, tmp_path, case, x, w, b)
     parts = [torch.load(tmp_path / f"bn{r}.pt") for r in (0, 1)]
-    bn = nn.BatchNorm2d(3, momentum=0.3)
+    bn = cls(3, momentum=momentum)
     bn.weight.data.copy_(w), bn.bias.data.copy_(b)
     xx = x.clone().requires_grad_(True)
-    y = bn(xx)
-    halves = [(y[:4] * torch.arange(y[:4].numel()).view_as(y[:4]).sin()).sum(),
-              (y[4:] * torch.arange(y[4:].numel()).view_as(y[4:]).sin()).sum()]
-    sum(halves).backward()
+    for _ in range(2):
+        y = bn(xx)
+    (_bn_loss(y[:first]) + _bn_loss(y[first:])).backward()
     assert torch.allclose(torch.cat([p["y"] for p in parts]), y, atol=1e-5)
     assert torch.allclose(torch.cat([p["gx"] for p in parts]), xx.grad, atol=1e-5)
     assert torch.allclose(parts[0]["gw"] + parts[1]["gw"], bn.weight.grad, atol=1e-4)   # DDP then averages
     for p in parts:
         assert torch.allclose(p["mean"], bn.running_mean, atol=1e-6)
-        assert torch.allclose(p["var"], bn.running_var, atol=1e-5)      # unbiased, over all 160 values
-    local = nn.BatchNorm2d(3)(x[:4])                                     # what a process alone would compute
+        assert torch.allclose(p["var"], bn.running_var, atol=1e-5)      # unbiased, over all the rows
+        assert p["cl"] in (None, True)                                   # channels_last stays channels_last
+    local = cls(3)(x[:first])                                            # what a process alone would compute
     assert not torch.allclose(parts[0]["y"], local, atol=1e-2)
+
+
+def test_global_batchnorm_keeps_the_input_check_of_the_layer_it_replaces():
+    bn2, bn1 = (distributed.convert_to_global_batchnorm(c(3)) for c in (nn.BatchNorm2d, nn.BatchNorm1d))
+    with pytest.raises(ValueError, match="expected a 4D input, got 3D"):
+        bn2(torch.randn(2, 3, 4))
+    assert bn1(torch.randn(4, 3)).shape == (4, 3) and bn1(torch.randn(4, 3, 5)).shape == (4, 3, 5)
+
+
+def test_a_resume_that_would_change_the_batchnorm_mode_is_refused(tmp_path):
+    from adadf_core.config import make_config
+    from adadf_core.runs import RunWriter
+    writer, cfg = RunWriter(tmp_path), make_config("synthfer")
+    model = nn.Linear(2, 2)
+    data = type("Data", (), {"num_classes": 7, "class_names": list("abcdefg"), "__len__": lambda self: 10})()
+    writer.config(cfg, model, data, resumed=False, layout={"processes": 2, "batchnorm": "per-process"})
+    writer.config(cfg, model, data, resumed=True, layout={"processes": 2, "batchnorm": "per-process"})
+    with pytest.raises(ValueError, match="trained with per-process BatchNorm, this process would use "
+                                         "global-batch; expected the same --sync-bn choice"):
+        writer.config(cfg, model, data, resumed=True, layout={"processes": 2, "batchnorm": "global-batch"})
 
 
 def test_nproc_launches_torchrun_without_itself():
@@ -492,6 +530,8 @@ def test_two_processes_of_the_real_adadfnet_stay_with_one_process(tiny_synthfer,
     spawn(_fit_worker, tiny_synthfer, tmp_path / "local", tmp_path, dict(kw, sync_bn=False), None)
     two, local = Run(tmp_path / "two"), Run(tmp_path / "local")
     assert two.config.sync_bn is None                       # the default: global-batch BatchNorm
+    assert [(r.environment["processes"], r.environment["batchnorm"]) for r in (one, two, local)] == [
+        (1, "one-process"), (2, "global-batch"), (2, "per-process")]
     for col in ("loss", "loss_ce", "loss_kl", "loss_rr"):
         near, far = (abs(float(r.metrics[col].iloc[-1]) - float(one.metrics[col].iloc[-1])) for r in (two, local))
         assert near < 0.25 * far, (col, near, far)
