@@ -325,7 +325,7 @@ class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
         dims, shape = [0, *range(2, x.dim())], [1, -1, *[1] * (x.dim() - 2)]
         rows = torch.full((1,), float(x.numel() // x.shape[1]), dtype=x.dtype)
         sums = _AllReduceSum.apply(torch.cat([x.sum(dims), rows]))      # the count rides with the sums
-        n = float(sums[-1])
+        n = float(sums[-1].detach())
         if n <= 1:
             raise ValueError(f"expected more than 1 value per channel when training, got {n:.0f} over all "
                              "processes")

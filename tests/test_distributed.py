@@ -113,8 +113,11 @@ def _global_bn_worker(d, out: Path, case, x, w, b):
     if cl:
         mine = mine.contiguous(memory_format=torch.channels_last)
     mine.requires_grad_(True)
-    for _ in range(2):                                                  # momentum None: a cumulative average
-        y = bn(mine)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                  # no warning reaches a user's log
+        for _ in range(2):                                              # momentum None: a cumulative average
+            y = bn(mine)
     _bn_loss(y).backward()
     torch.save(dict(y=y.detach(), gx=mine.grad, gw=bn.weight.grad, mean=bn.running_mean, var=bn.running_var,
                     cl=y.is_contiguous(memory_format=torch.channels_last) if cl else None), out / f"bn{d.rank}.pt")
