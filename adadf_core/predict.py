@@ -38,6 +38,7 @@ class Predictor:
     source: str                      # the run folder and which weights, for messages
     run_dir: Optional[Path] = None
     note: str = ""
+    channels_last: bool = False      # the memory layout the run trained and evaluated in
 
     @torch.no_grad()
     def __call__(self, images: Sequence, batch_size: int = 32) -> np.ndarray:
@@ -47,6 +48,7 @@ class Predictor:
             x = torch.stack([self.transform(_as_pil(img)) for img in images[start:start + batch_size]])
             crops = x.shape[1] if x.dim() == 5 else None
             x = x.flatten(0, 1) if crops else x
+            x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
             logits = self.model.forward_target(x.to(self.device))["logits"].float()
             out.append(torch.softmax(per_image(logits, crops), dim=1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), dtype=np.float32)
@@ -69,7 +71,7 @@ def load_predictor(source: str | os.PathLike, best: bool = False, device: str = 
                    trust_pickle: bool = False) -> Predictor:
     """The predictor of a run folder, or of a weights file inside one (``best_model.pt`` picks the best
     epoch, ``checkpoint.pt`` the last). ``best`` picks the best-epoch weights of a run folder."""
-    from .device import select_device
+    from .device import select_device, use_channels_last
     from .runs import Run
     from .transforms import build_transform
 
@@ -89,7 +91,10 @@ def load_predictor(source: str | os.PathLike, best: bool = False, device: str = 
                 "mean would make a prediction depend on the other images in the batch")
     transform = build_transform(cfg.dataset, "test", cfg.image_size, cfg.recipe)
     weights = "best-epoch" if best else "last-epoch"
-    return Predictor(model.eval(), transform, run.class_names, dev, f"{run.path} ({weights} weights)", run.path, note)
+    layout = use_channels_last(dev, cfg)      # as the run evaluated: the same numbers, not just up to rounding
+    model = model.to(memory_format=torch.channels_last) if layout else model
+    return Predictor(model.eval(), transform, run.class_names, dev, f"{run.path} ({weights} weights)", run.path, note,
+                     layout)
 
 
 def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:

@@ -16,9 +16,10 @@ pytestmark = pytest.mark.slow
 
 
 def tiny_run(root, run_dir, method="adadf", **kw):
+    base = dict(image_size=32, recipe="light", batch_size=16, epochs=1, max_train_samples=32, max_test_samples=24,
+                progress=False, track_samples=0, seed=1, device="cpu")
     cfg = make_config("synthfer", "official", method=method, data_root=str(root), run_dir=str(run_dir),
-                      image_size=32, recipe="light", batch_size=16, epochs=1, max_train_samples=32,
-                      max_test_samples=24, progress=False, track_samples=0, seed=1, device="cpu", **kw)
+                      **{**base, **kw})
     return fit(cfg)
 
 
@@ -39,6 +40,18 @@ def test_predictions_are_the_runs_own_evaluation(adadf_run):
     assert predictor.class_names == adadf_run.class_names
     # the last-epoch evaluation's predictions on the same images, in the same order
     assert np.array_equal(probs.argmax(1), adadf_run.features["preds"])
+
+
+def test_a_run_trained_channels_last_is_predicted_channels_last(tiny_synthfer, tmp_path):
+    """From 160 px the CPU trains and evaluates channels-last; the predictor does too, so it still reproduces
+    the run's own evaluation."""
+    run = tiny_run(tiny_synthfer, tmp_path / "large", image_size=160, max_train_samples=16, max_test_samples=8)
+    assert run.environment["channels_last"] is True
+    test_set = load_splits(run.config, with_train=False)["test"]
+    predictor = load_predictor(run.path)
+    assert predictor.channels_last
+    probs = predictor([test_set.root / name for name in test_set.names])
+    assert np.array_equal(probs.argmax(1), run.features["preds"])
 
 
 def test_a_prediction_does_not_depend_on_the_batch(adadf_run, tiny_synthfer, tmp_path):
