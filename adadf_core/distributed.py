@@ -26,7 +26,6 @@ import inspect
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -83,13 +82,8 @@ class Dist:
         if not self.active:
             return tensor
         if tensor.requires_grad:     # backward: each process's gradients summed into the slice it sent
-            from torch.distributed.nn.functional import all_gather
-            with warnings.catch_warnings():   # torch 2.14 points to a private module instead; this one works
-                warnings.simplefilter("ignore", FutureWarning)
-                return torch.cat(all_gather(tensor), dim=0)
-        parts = [torch.empty_like(tensor) for _ in range(self.world)]
-        dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts, dim=0)
+            return _AllGatherRows.apply(tensor, self.rank, self.world)
+        return _gather_rows(tensor, self.world)
 
     def mean_over(self, sums: dict) -> dict:
         """Per-process sums of logged values (floats or 0-dim tensors) averaged over the processes."""
@@ -268,10 +262,13 @@ def wrap_model(model: torch.nn.Module, d: Dist, device: torch.device, sync_bn: O
 
 def layout(model: torch.nn.Module, d: Dist, channels_last: bool) -> dict:
     """What a run's record says of how it was laid out: processes, BatchNorm mode, memory format."""
-    modules = list(model.modules())
-    synced = any(isinstance(m, (GlobalBatchNorm, torch.nn.SyncBatchNorm)) for m in modules)
-    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in modules)
-    mode = "global-batch" if synced else ("per-process" if d.active else "one-process") if has_bn else "none"
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        mode = "none"
+    elif any(isinstance(m, (GlobalBatchNorm, torch.nn.SyncBatchNorm)) for m in bns):
+        mode = "global-batch"
+    else:
+        mode = "per-process" if d.active else "one-process"
     return {"processes": d.world, "batchnorm": mode, "channels_last": bool(channels_last)}
 
 
@@ -279,6 +276,28 @@ def resolve_sync_bn(choice: Optional[bool], d: Dist) -> bool:
     """``sync_bn``: None or True = BatchNorm statistics of the global batch whenever there are several
     processes; False = each process normalises its own B/N (no effect in one process)."""
     return (True if choice is None else bool(choice)) and d.active
+
+
+def _gather_rows(tensor: torch.Tensor, world: int) -> torch.Tensor:
+    parts = [torch.empty_like(tensor) for _ in range(world)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+class _AllGatherRows(torch.autograd.Function):
+    """``gather_rows`` with gradients: the backward pass sums every process's gradient of the gathered rows and
+    hands each process the slice of its own rows."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+        ctx.rows, ctx.rank = tensor.shape[0], rank
+        return _gather_rows(tensor, world)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows], None, None
 
 
 class _AllReduceSum(torch.autograd.Function):
