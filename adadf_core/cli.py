@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import importlib
+import inspect
+import re
 import sys
 import typing
 from typing import Any, Optional
@@ -17,15 +20,15 @@ from typing import Any, Optional
 import numpy as np
 
 COMMANDS = {
-    "generate-synthfer": ("adadf_core.synthfer:cli_main", "write the embedded SynthFER data set to disk"),
-    "pretrain-synthfer": ("adadf_core.pretrain:cli_main", "pretrain the ResNet-18 that SynthFER runs start from (MS-Celeb stand-in)"),
+    "generate-synthfer": ("adadf_core.data.synthfer:cli_main", "write the embedded SynthFER data set to disk"),
+    "pretrain-synthfer": ("adadf_core.studies.pretrain:cli_main", "pretrain the ResNet-18 that SynthFER runs start from (MS-Celeb stand-in)"),
     "train": ("adadf_core.cli:train_main", "train one run (Ada-DF, an ablation variant or a comparison method)"),
     "evaluate": ("adadf_core.cli:evaluate_main", "evaluate a finished or interrupted run folder"),
     "predict": ("adadf_core.cli:predict_main", "class probabilities for your own images with a trained run"),
     "export": ("adadf_core.cli:export_main", "write a run's inference branch as ONNX or TorchScript, with metadata"),
-    "align": ("adadf_core.align:cli_main", "detect and align faces in a folder tree (MTCNN + similarity transform)"),
-    "check-data": ("adadf_core.checkdata:cli_main", "compare a data set copy with the official counts; manifest and content hash"),
-    "reproduce": ("adadf_core.pipeline:cli_main", "run every notebook with papermill and write results/<dataset>/"),
+    "align": ("adadf_core.data.align:cli_main", "detect and align faces in a folder tree (MTCNN + similarity transform)"),
+    "check-data": ("adadf_core.data.checkdata:cli_main", "compare a data set copy with the official counts; manifest and content hash"),
+    "reproduce": ("adadf_core.pipeline.reproduce:cli_main", "run every notebook with papermill and write results/<dataset>/"),
 }
 
 
@@ -42,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        from . import __version__
+        # here, not at the top: `adadf --help` and `adadf train --help` start without torch
+        from adadf_core import __version__
         print(f"adadf {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
@@ -63,9 +67,8 @@ AUTHOR_ALIASES = {"beta": "epoch_threshold", "min_weight": "lambda_min", "max_we
 
 def config_fields() -> list[tuple[str, str, str]]:
     """(section, field, help) for every TrainConfig field, read from the comments in config.py."""
-    import inspect
-    import re
-    from .config import TrainConfig
+    # here, not at the top: `adadf --help` and `adadf train --help` start without torch
+    from adadf_core.config import TrainConfig
     section, out = "run", []
     for line in inspect.getsource(TrainConfig).splitlines():
         header = re.fullmatch(r"    # (.+)", line)
@@ -78,7 +81,8 @@ def config_fields() -> list[tuple[str, str, str]]:
 
 
 def _field_types() -> dict[str, Any]:
-    from .config import TrainConfig
+    # here, not at the top: `adadf --help` and `adadf train --help` start without torch
+    from adadf_core.config import TrainConfig
     hints = typing.get_type_hints(TrainConfig)
     return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig)}
 
@@ -116,7 +120,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (adadf train --help lists every option)\n")
 
     def parse_args(self, args=None, namespace=None):
-        import difflib
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:
             known = [o for a in self._actions for o in a.option_strings]
@@ -148,7 +151,8 @@ def _typed(name: str):
 def build_train_parser() -> argparse.ArgumentParser:
     """Every TrainConfig field as a flag (``--field-name``, ``--field_name`` and the authors' name), grouped as
     in config.py, with the field's comment as help. Only flags given on the command line are set."""
-    from .config import TrainConfig
+    # here, not at the top: `adadf --help` and `adadf train --help` start without torch
+    from adadf_core.config import TrainConfig
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     types = _field_types()
     p = _Parser(prog="adadf train", argument_default=argparse.SUPPRESS, allow_abbrev=False,
@@ -177,7 +181,8 @@ def config_args(cfg) -> list[str]:
     """``adadf train`` options that rebuild ``cfg``: its data set and profile, then ``--set name=value`` for
     every field that differs from a fresh config of that data set and profile (a notebook's config handed to
     ``launch``). The run folder, ``resume`` and ``reuse`` are left to the caller's own options."""
-    from .config import make_config
+    # here, not at the top: `adadf --help` and `adadf train --help` start without torch
+    from adadf_core.config import make_config
 
     fresh = make_config(cfg.dataset, cfg.profile)
     args = ["--dataset", cfg.dataset, "--profile", cfg.profile]
@@ -192,7 +197,8 @@ def config_args(cfg) -> list[str]:
 
 def config_from_args(args):
     """The resolved config of ``adadf train``'s arguments (the one place the CLI resolves it)."""
-    from .config import make_config, resolve_config
+    # here, not at the top: `adadf --help` and `adadf train --help` start without torch
+    from adadf_core.config import make_config, resolve_config
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("overrides", "nproc")}
     for item in args.overrides:
         if "=" not in item:
@@ -210,7 +216,8 @@ def format_summary(run) -> str:
              f"{s.get('best_acc', float('nan')):.4f} (epoch {s.get('best_epoch')})",
              f"last-epoch test accuracy: {s.get('last_acc', float('nan')):.4f} (epoch {s.get('last_epoch')})"]
     if len(run.metrics):
-        from .protocol import run_card_text
+        # here, not at the top: `adadf --help` and `adadf train --help` start without torch
+        from adadf_core.studies.protocol import run_card_text
         lines.append(run_card_text(run))
     names, accs = s.get("class_names") or [], s.get("per_class_acc_last") or []
     if names and accs:
@@ -221,16 +228,18 @@ def format_summary(run) -> str:
 
 
 def train_main(argv: Optional[list[str]] = None) -> int:
-    """``adadf train`` (also each process of ``torchrun -m adadf_core.train``: rank 0 prints the summary)."""
+    """``adadf train`` (also each process of ``torchrun -m adadf_core train``: rank 0 prints the summary)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_train_parser().parse_args(argv)
-    from . import distributed                  # (after parsing: --help stays free of torch)
+    from adadf_core.runtime import distributed                  # (after parsing: --help stays free of torch)
     if getattr(args, "nproc", 1) > 1:           # torchrun runs this command again in N processes
         return distributed.launch(args.nproc, _without_nproc(argv)).returncode
-    from .checkpoints import CheckpointError
-    from .fileio import DamagedFileError
-    from .runs import DiskFullError, RunExistsError
-    from .train import NonFiniteLossError, TrainingInterrupted, fit
+    # here, not at the top: `adadf --help` and `adadf train --help` start without torch
+    from adadf_core.utils.checkpoints import CheckpointError
+    from adadf_core.utils.fileio import DamagedFileError
+    from adadf_core.runs.writer import DiskFullError
+    from adadf_core.runs.lock import RunExistsError
+    from adadf_core.engine.train import NonFiniteLossError, TrainingInterrupted, fit
     try:
         run = fit(config_from_args(args))
         distributed.shutdown()
@@ -270,13 +279,14 @@ def evaluate_main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--trust-pickle", action="store_true",
                    help="read a legacy weights file with full unpickling (runs code stored in it: trusted files only)")
     args = p.parse_args(argv)
-    from . import device as devmod
-    from .checkpoints import CheckpointError
-    from .fileio import DamagedFileError
-    from .evaluate import evaluate, format_report
-    from .loaders import load_splits, make_test_loader
-    from .methods import get_method
-    from .runs import Run
+    # here, not at the top: `adadf --help` and `adadf train --help` start without torch
+    from adadf_core.runtime import device as devmod
+    from adadf_core.utils.checkpoints import CheckpointError
+    from adadf_core.utils.fileio import DamagedFileError
+    from adadf_core.engine.evaluate import evaluate, format_report
+    from adadf_core.engine.loaders import load_splits, make_test_loader
+    from adadf_core.methods import get_method
+    from adadf_core.runs.reader import Run
     try:
         run = Run(args.run_dir)
         cfg = run.config
@@ -292,7 +302,8 @@ def evaluate_main(argv: Optional[list[str]] = None) -> int:
     except (ValueError, FileNotFoundError, CheckpointError, DamagedFileError) as error:
         print(f"adadf evaluate: error: {error}", file=sys.stderr)
         return 2
-    from .protocol import run_card_text
+    # here, not at the top: `adadf --help` and `adadf train --help` start without torch
+    from adadf_core.studies.protocol import run_card_text
     which = "best-epoch (selected on the test set)" if args.best else "last-epoch"
     print(f"run: {run.path} ({cfg.method}, {cfg.dataset}, {which} weights)")
     print(format_report(result, list(test_set.class_names)))
@@ -315,8 +326,9 @@ def predict_main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
     p.add_argument("--trust-pickle", action="store_true", help="read a legacy weights file with full unpickling")
     args = p.parse_args(argv)
-    from .checkpoints import CheckpointError
-    from .predict import align_photos, image_files, load_predictor, write_csv
+    # here, not at the top: `adadf --help` and `adadf train --help` start without torch
+    from adadf_core.utils.checkpoints import CheckpointError
+    from adadf_core.inference.predict import align_photos, image_files, load_predictor, write_csv
     try:
         predictor = load_predictor(args.model, best=args.best, device=args.device, trust_pickle=args.trust_pickle)
         files = image_files(args.paths)
@@ -357,8 +369,9 @@ def export_main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--out", default=None, help="output file (default <run_dir>/model_<last|best>.<onnx|pt>)")
     p.add_argument("--trust-pickle", action="store_true", help="read a legacy weights file with full unpickling")
     args = p.parse_args(argv)
-    from .checkpoints import CheckpointError
-    from .export import export_model
+    # here, not at the top: `adadf --help` and `adadf train --help` start without torch
+    from adadf_core.utils.checkpoints import CheckpointError
+    from adadf_core.inference.export import export_model
     try:
         out = export_model(args.run_dir, args.format, args.out, best=args.best, trust_pickle=args.trust_pickle)
     except (ValueError, FileNotFoundError, CheckpointError, ImportError) as error:

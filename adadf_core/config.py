@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
+from adadf_core.utils.fileio import read_json
+
 PROFILES = ("official", "paper")
 
 # docs/METHOD.md §9
@@ -143,7 +145,6 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
-        from .fileio import read_json
         data = read_json(path, "run config")
         data = data.get("config", data)
         return cls.from_record({k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
@@ -173,18 +174,23 @@ def legacy_switch_values(data: dict) -> dict[str, Any]:
 def _choices() -> dict[str, tuple]:
     """Every field with a fixed set of values, read from the module that owns the list (imported here,
     lazily, so that ``config`` itself stays light)."""
-    from . import adadf, datasets, device, model, scn, transforms
-    from .methods import method_names
-    from .methods.adadf import CD_SOURCES, MINING_SUBSETS
-    from .methods.slm_aea import SCHEDULES
-    from .distributed import DDP_ATTENTION_BATCH
-    from .gpu_augment import AUGMENT_DEVICES
-    from .slm_aea import EVAL_MEANS
-    return {"profile": PROFILES, "method": method_names(), "dataset": datasets.DATASET_NAMES,
+    # here, not at the top: config stays free of torch (`adadf train --help` reads it)
+    from adadf_core.ops import adadf_ops as adadf, scn_ops as scn
+    from adadf_core.data import cache, classes
+    from adadf_core.runtime import device
+    from adadf_core.models import networks as model
+    from adadf_core.data import transforms
+    from adadf_core.methods import method_names
+    from adadf_core.methods.adadf import CD_SOURCES, MINING_SUBSETS
+    from adadf_core.methods.slm_aea import SCHEDULES
+    from adadf_core.runtime.distributed import DDP_ATTENTION_BATCH
+    from adadf_core.data.gpu_augment import AUGMENT_DEVICES
+    from adadf_core.models.aea import EVAL_MEANS
+    return {"profile": PROFILES, "method": method_names(), "dataset": classes.DATASET_NAMES,
             "backbone": model.BACKBONES, "fallback_offdiag": adadf.OFFDIAG_CHOICES,
             "attention_on": model.ATTENTION_ON, "cd_source": CD_SOURCES,
             "mining_subset": MINING_SUBSETS, "rr_low_group": adadf.RR_LOW_GROUPS, "recipe": transforms.RECIPES,
-            "amp": device.AMP_CHOICES, "cache": datasets.CACHE_MODES, "scn_relabel_scope": scn.SCOPES,
+            "amp": device.AMP_CHOICES, "cache": cache.CACHE_MODES, "scn_relabel_scope": scn.SCOPES,
             "slm_eval_mean": EVAL_MEANS, "slm_schedule": SCHEDULES, "ddp_attention_batch": DDP_ATTENTION_BATCH,
             "augment_device": AUGMENT_DEVICES}
 

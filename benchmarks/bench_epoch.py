@@ -49,7 +49,7 @@ SETTINGS = {"today": ["--cd-source", "eval_pass", "--set", "pass_diagnostics=tru
 def make_set(root: Path, n_train: int, n_test: int) -> Path:
     """A RAF-layout set of SynthFER faces (100x100 aligned crops), generated once into ``root``."""
     sys.path.insert(0, str(ROOT))
-    from adadf_core import synthfer
+    from adadf_core.data import synthfer
     synthfer.ensure(root, n_train=n_train, n_test=n_test, seed=0, progress=False)
     return root
 
@@ -78,11 +78,11 @@ def time_parts(data: Path, args) -> dict[str, list[float]]:
     """Seconds of each part of an epoch, measured ``args.repeats`` times in turn in this process."""
     import dataclasses
     sys.path.insert(0, str(ROOT))
-    from adadf_core import distributed
+    from adadf_core.runtime import distributed
     from adadf_core.config import make_config, resolve_config
-    from adadf_core.device import make_optimizer
-    from adadf_core.evaluate import evaluate
-    from adadf_core.train import _build, _train_epoch
+    from adadf_core.runtime.device import make_optimizer
+    from adadf_core.engine.evaluate import evaluate
+    from adadf_core.engine.train import _build, _train_epoch
     cfg = resolve_config(make_config("raf", "official", data_root=str(data), batch_size=args.batch_size,
                                      image_size=args.size, num_workers=args.workers, progress=False,
                                      num_threads=args.threads, run_dir=str(data.parent / "parts"),

@@ -59,7 +59,7 @@ def loader_images_per_s(root: Path, workers: int, batches: int) -> float:
     """Images/s of the training loader (official recipe, 224 px, batch 64) with ``workers`` processes;
     the first batch (worker start-up) is not timed."""
     import torch
-    from adadf_core.loaders import load_splits, make_train_loader
+    from adadf_core.engine.loaders import load_splits, make_train_loader
     cfg = raf_config(root, num_workers=workers)
     train_set = load_splits(cfg, with_train=True)["train"]
     loader, _, _ = make_train_loader(cfg, train_set, torch.device("cpu"))
@@ -85,11 +85,11 @@ def timed_steps(method: str, amp: str, channels_last: bool, compile_: bool, step
                 device_name: str = "cuda") -> float:
     """Training images/s of ``steps`` steps of ``train._train_epoch`` on random device batches at 224 px."""
     import torch
-    from adadf_core import device as devmod
+    from adadf_core.runtime import device as devmod
     from adadf_core.config import make_config, resolve_config
     from adadf_core.methods import RunContext, get_method
-    from adadf_core.runs import RunWriter
-    from adadf_core.train import _Run, _train_epoch
+    from adadf_core.runs.writer import RunWriter
+    from adadf_core.engine.train import _Run, _train_epoch
     cfg = resolve_config(make_config("raf", "official", method=method, batch_size=batch, amp=amp,
                                      channels_last=channels_last, progress=False, track_samples=0, device=device_name))
     device = torch.device(device_name)
@@ -134,7 +134,7 @@ def cuda_part(root: Path, args) -> None:
                     rate = timed_steps(method, amp, cl, comp, args.steps, 64)
                     print(f"  {method:<8} {'fp32' if amp == 'off' else amp:<5} channels_last={str(cl):<5} "
                           f"compile={str(comp):<5} {rate:8.1f} images/s", flush=True)
-    from adadf_core.train import fit
+    from adadf_core.engine.train import fit
     cfg = raf_config(root, epochs=1, device="cuda", run_dir=str(root.parent / "epoch-run"), track_samples=0)
     t0 = time.perf_counter()
     run = fit(cfg)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 
 class SyntheticSet:
-    """Random images with the attributes datasets.py provides."""
+    """Random images with the attributes data.dataset.FERDataset provides."""
 
     def __init__(self, n: int, size: int, num_classes: int = 7):
         import torch
@@ -49,11 +49,11 @@ class SyntheticSet:
 
 def run_one(method_name: str, size: int, cd_source: str, steps: int, batch: int, device_name: str) -> dict:
     import torch
-    from adadf_core import device as devmod
+    from adadf_core.runtime import device as devmod
     from adadf_core.config import make_config, resolve_config
     from adadf_core.methods import RunContext, get_method
-    from adadf_core.runs import RunWriter
-    from adadf_core.train import _Run, _train_epoch
+    from adadf_core.runs.writer import RunWriter
+    from adadf_core.engine.train import _Run, _train_epoch
 
     cfg = resolve_config(make_config("synthfer", "official", method=method_name, image_size=size,
                                      batch_size=batch, cd_source=cd_source, progress=False,

@@ -20,7 +20,7 @@ import torchvision
 from PIL import Image
 from tqdm.auto import tqdm
 
-from adadf_core import synthfer
+from adadf_core.data import synthfer
 
 
 def load(root: Path, split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:

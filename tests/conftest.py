@@ -11,7 +11,7 @@ from PIL import Image
 @pytest.fixture(scope="session")
 def tiny_synthfer(tmp_path_factory) -> Path:
     """A tiny SynthFER (70 train / 35 test, 100x100 aligned crops, seed 0); returns its root."""
-    from adadf_core import synthfer
+    from adadf_core.data import synthfer
 
     root = tmp_path_factory.mktemp("synthfer") / "synthfer"
     synthfer.generate(root, n_train=70, n_test=35, seed=0, progress=False)

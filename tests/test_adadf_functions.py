@@ -4,10 +4,9 @@ import math
 import pytest
 import torch
 
-from adadf_core.adadf import (ClassDistributionMiner, adadf_loss, adadf_targets, ambiguity_divergences,
-                              fuse, initial_class_distribution, js_divergence, kl_divergence,
-                              kl_target_loss, loss_weights, normalize_attention, rank_regularization,
-                              threshold_distribution)
+from adadf_core.ops.adadf_ops import (ClassDistributionMiner, adadf_loss, adadf_targets, ambiguity_divergences, fuse,
+                                      initial_class_distribution, js_divergence, kl_divergence, kl_target_loss,
+                                      loss_weights, normalize_attention, rank_regularization, threshold_distribution)
 
 
 # ------------------------------------------------------------------------------------- ramps

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from adadf_core import align
-from adadf_core.align import Face, LandmarkFileDetector, align_face, align_folder, read_manifest
+from adadf_core.data import align
+from adadf_core.data.align import Face, LandmarkFileDetector, align_face, align_folder, read_manifest
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -428,7 +428,7 @@ def test_mtcnn_folder_alignment_of_a_real_photo(mtcnn, tmp_path):
 @pytest.mark.align
 @needs_mtcnn
 def test_mtcnn_landmarks_on_synthfer_are_close_to_the_recorded_ones(mtcnn, tmp_path):
-    from adadf_core import synthfer
+    from adadf_core.data import synthfer
     root = synthfer.ensure(tmp_path / "synth", n_train=12, n_test=4, progress=False)
     report = align.landmark_error_report(root, detector=mtcnn, progress=False)
     s = report.summary.iloc[0]
@@ -445,7 +445,7 @@ def test_alignment_notebook_runs_on_synthfer_with_recorded_landmarks(tmp_path):
     import papermill
     from pathlib import Path
 
-    from adadf_core import synthfer
+    from adadf_core.data import synthfer
     path = Path(__file__).resolve().parent.parent / "notebooks" / "01_alignment.ipynb"
     nb = nbformat.read(path, as_version=4)
     assert nb.metadata.kernelspec.name == "python3"

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from adadf_core import checkdata
-from adadf_core.checkdata import check_data, official_counts
+from adadf_core.data import checkdata
+from adadf_core.data.checkdata import check_data, official_counts
 from conftest import make_raf, make_sfew, save_image
 
 

@@ -84,7 +84,7 @@ def test_unavailable_device_is_a_clean_error(tiny_synthfer, tmp_path, capsys):
 def test_train_help_lists_exactly_the_registered_methods_and_data_sets(capsys):
     """The help text of --method and --dataset (config.py's comments) names the registry's methods and the
     loaders' data sets, in their order: help never imports torch, so it spells them out."""
-    from adadf_core.datasets import DATASET_NAMES
+    from adadf_core.data.classes import DATASET_NAMES
     from adadf_core.methods import method_names
 
     helps = {name: text for _, name, text in cli.config_fields()}

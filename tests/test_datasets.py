@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from adadf_core import datasets as D
-from adadf_core.datasets import DatasetError, DatasetNotFoundError, load_split
+from adadf_core.data import dataset, subsets
+from adadf_core.data.labelfiles import DatasetError, DatasetNotFoundError
+from adadf_core.data.dataset import load_split
 from conftest import make_affectnet, make_imagefolder, make_raf, save_image
 
 
@@ -90,13 +91,13 @@ def test_max_samples_first_n_stratified(raf_root):
     assert ds.ids == again.ids
     labels = np.array([0] * 6 + [1] * 3 + [2])
     # exact shares 3, 1.5, 0.5 -> floors 3, 1, 0; the one left goes to the first largest remainder (class 1)
-    assert D.stratified_first(labels, 5).tolist() == [0, 1, 2, 6, 7]
-    assert D.stratified_first(labels, 10).tolist() == list(range(10))
+    assert subsets.stratified_first(labels, 5).tolist() == [0, 1, 2, 6, 7]
+    assert subsets.stratified_first(labels, 10).tolist() == list(range(10))
 
 
 def test_stratified_counts_hand_computed():
     labels = np.array([0] * 50 + [1] * 30 + [2] * 20)
-    keep = D.stratified_first(labels, 10)
+    keep = subsets.stratified_first(labels, 10)
     assert np.bincount(labels[keep]).tolist() == [5, 3, 2]
     assert keep[:5].tolist() == [0, 1, 2, 3, 4] and keep[5:8].tolist() == [50, 51, 52]
 
@@ -120,7 +121,7 @@ def test_symmetric_noise_exact_count_and_seeded(tmp_path):
 
 def test_symmetric_noise_targets_are_uniform_other_classes():
     labels = np.zeros(7000, dtype=np.int64)
-    noisy = D.symmetric_noise(labels, 0.5, 7, seed=0)
+    noisy = subsets.symmetric_noise(labels, 0.5, 7, seed=0)
     assert (noisy != 0).sum() == 3500
     counts = np.bincount(noisy[noisy != 0], minlength=7)[1:]
     assert counts.min() > 500 and counts.max() < 680              # ~583 each
@@ -155,8 +156,8 @@ def test_noise_file_errors(raf_root, tmp_path):
 
 def test_balanced_sampler_per_epoch(affectnet_root):
     ds = load("affectnet7", affectnet_root)                   # counts: 0:2 1:3 2..6:1
-    assert D.make_train_sampler(ds, "raf", 0) is None
-    s = D.make_train_sampler(ds, "affectnet7", seed=5)
+    assert dataset.make_train_sampler(ds, "raf", 0) is None
+    s = dataset.make_train_sampler(ds, "affectnet7", seed=5)
     assert len(s) == 7
     epochs = []
     for e in range(4):
@@ -172,7 +173,7 @@ def test_balanced_sampler_per_epoch(affectnet_root):
 
 def test_balanced_sampler_min_count():
     labels = torch.tensor([0] * 10 + [1] * 4 + [2] * 6)
-    s = D.BalancedUndersampler(labels, seed=0)
+    s = dataset.BalancedUndersampler(labels, seed=0)
     assert len(s) == 12 and np.bincount(labels[list(s)].numpy()).tolist() == [4, 4, 4]
 
 

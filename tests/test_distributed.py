@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adadf_core import adadf as A
-from adadf_core import distributed
-from adadf_core.datasets import BalancedUndersampler
-from adadf_core.distributed import Dist, GlobalBatchSampler, shard_batches
+from adadf_core.ops import adadf_ops as A
+from adadf_core.runtime import distributed
+from adadf_core.data.dataset import BalancedUndersampler
+from adadf_core.runtime.distributed import Dist, GlobalBatchSampler, shard_batches
 
 C = 7
 
@@ -68,7 +68,7 @@ def test_sync_bn_is_on_by_default_with_several_processes():
 
 
 def test_global_batchnorm_conversion_keeps_weights_keys_and_single_process_numbers():
-    from adadf_core.model import build_model
+    from adadf_core.models.networks import build_model
     torch.manual_seed(0)
     model = build_model("adadf", C)
     for m in model.modules():          # distinct statistics, so that a lost buffer would show
@@ -159,7 +159,7 @@ def test_global_batchnorm_keeps_the_input_check_of_the_layer_it_replaces():
 
 def test_a_resume_that_would_change_the_batchnorm_mode_is_refused(tmp_path):
     from adadf_core.config import make_config
-    from adadf_core.runs import RunWriter
+    from adadf_core.runs.writer import RunWriter
     writer, cfg = RunWriter(tmp_path), make_config("synthfer")
     model = nn.Linear(2, 2)
     data = type("Data", (), {"num_classes": 7, "class_names": list("abcdefg"), "__len__": lambda self: 10})()
@@ -175,7 +175,7 @@ def test_nproc_launches_torchrun_without_itself():
     assert _without_nproc(["--nproc", "2", "--epochs", "1", "--nproc=3"]) == ["--epochs", "1"]
     cmd = distributed.torchrun_command(2, ["--epochs", "1"])
     assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                       "-m", "adadf_core.train", "--epochs", "1"]
+                       "-m", "adadf_core", "train", "--epochs", "1"]
 
 
 # ----------------------------------------------------------------------- 2 gloo processes (spawn)
@@ -304,7 +304,7 @@ def test_scn_relabels_and_slm_table_stay_the_same_on_every_process(tmp_path):
 
 
 def _eval_worker(d, out: Path, images, labels):
-    from adadf_core.evaluate import evaluate
+    from adadf_core.engine.evaluate import evaluate
     model = Heads_as_net()
     ds = torch.utils.data.TensorDataset(images, labels, torch.arange(len(labels)))
     loader = torch.utils.data.DataLoader(ds, batch_size=3, sampler=shard_batches(len(ds), 3, d))
@@ -322,7 +322,7 @@ class Heads_as_net(nn.Module):
 
 
 def test_evaluation_counts_every_test_sample_once(tmp_path):
-    from adadf_core.evaluate import evaluate
+    from adadf_core.engine.evaluate import evaluate
     g = torch.Generator().manual_seed(3)
     images, labels = torch.randn(11, 6, generator=g), torch.arange(11) % C
     spawn(_eval_worker, tmp_path, images, labels)
@@ -383,7 +383,7 @@ def register_tiny() -> None:
     from adadf_core.methods import METHODS, register_method
     from adadf_core.methods.adadf import AdaDFMethod
     from adadf_core.methods.slm_aea import SLMAEAMethod
-    from adadf_core.slm_aea import AEANet
+    from adadf_core.models.aea import AEANet
     if "tiny_adadf" not in METHODS:
         class TinyAdaDF(AdaDFMethod):
             @classmethod
@@ -418,7 +418,7 @@ def tiny_cfg(root, run_dir, **kw):
 
 
 def _fit_worker(d, root, run_dir, log: Path, kw, stop):
-    from adadf_core import train
+    from adadf_core.engine import train
     writes = []
 
     class Logged(train.RunWriter):              # records every write a process makes
@@ -447,8 +447,8 @@ def metrics_rows(run_dir):
 
 @pytest.mark.slow
 def test_two_processes_with_half_batches_match_one_process(tiny_synthfer, tmp_path):
-    from adadf_core.runs import Run
-    from adadf_core.train import fit
+    from adadf_core.runs.reader import Run
+    from adadf_core.engine.train import fit
     one = Run(fit(tiny_cfg(tiny_synthfer, tmp_path / "one")).path)
     spawn(_fit_worker, tiny_synthfer, tmp_path / "two", tmp_path, {}, None)
     two = Run(tmp_path / "two")
@@ -469,8 +469,8 @@ def test_two_processes_with_half_batches_match_one_process(tiny_synthfer, tmp_pa
 def test_two_processes_anchor_slm_aea_on_the_global_batch(tiny_synthfer, tmp_path):
     """SLM-AEA's anchor g = f + w·mean(f) over the global batch: 2 processes with B/2 images each end where one
     process with B does; anchoring on each process's own half (``ddp_attention_batch="rank"``) does not."""
-    from adadf_core.runs import Run
-    from adadf_core.train import fit
+    from adadf_core.runs.reader import Run
+    from adadf_core.engine.train import fit
     kw = dict(method="tiny_slm", slm_beta=1.0, slm_nominal_batch=8)
     one = Run(fit(tiny_cfg(tiny_synthfer, tmp_path / "one", **kw)).path)
     spawn(_fit_worker, tiny_synthfer, tmp_path / "two", tmp_path, kw, None)
@@ -484,7 +484,7 @@ def test_two_processes_anchor_slm_aea_on_the_global_batch(tiny_synthfer, tmp_pat
 
 
 def _adadfnet_grad_worker(d, out: Path, x, y, D, sync_bn):
-    from adadf_core.model import build_model
+    from adadf_core.models.networks import build_model
     torch.manual_seed(0)
     model = build_model("adadf", C).train()
     if sync_bn:
@@ -500,7 +500,7 @@ def test_real_adadfnet_step_on_two_processes_has_the_one_process_gradient(tmp_pa
     """AdaDFNet (ResNet-18, BatchNorm in trunk and branches), 2 gloo processes with B/2 each: with global-batch
     BatchNorm the averaged gradient of one step is one process's gradient on B; with per-process BatchNorm
     (``sync_bn=False``) it is not."""
-    from adadf_core.model import build_model
+    from adadf_core.models.networks import build_model
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(16, 3, 32, 32, generator=g), torch.arange(16) % C
     D = torch.softmax(torch.randn(C, C, generator=g), 1)
@@ -525,8 +525,8 @@ def test_two_processes_of_the_real_adadfnet_stay_with_one_process(tiny_synthfer,
     """A whole epoch of AdaDFNet on 2 processes: with global-batch BatchNorm (the default) it stays close to one
     process with batch B, far closer than with per-process BatchNorm. Not to float tolerance: Adam's first steps
     turn rounding-sized gradient differences of near-zero gradients into steps of the full learning rate."""
-    from adadf_core.runs import Run
-    from adadf_core.train import fit
+    from adadf_core.runs.reader import Run
+    from adadf_core.engine.train import fit
     kw = dict(method="adadf", image_size=32, epochs=1)
     one = Run(fit(tiny_cfg(tiny_synthfer, tmp_path / "one", **kw)).path)
     spawn(_fit_worker, tiny_synthfer, tmp_path / "two", tmp_path, kw, None)
@@ -560,8 +560,8 @@ def test_two_process_run_resumes_to_the_same_numbers(tiny_synthfer, tmp_path):
 def test_two_gpus_with_sync_bn_match_one_gpu(tiny_synthfer, tmp_path):
     """The real AdaDFNet (BatchNorm in the branches): with SyncBatchNorm and the global-batch attention
     terms, 2 GPUs with B/2 each end where 1 GPU with B does, up to TF32/fp32 rounding."""
-    from adadf_core.runs import Run
-    from adadf_core.train import fit
+    from adadf_core.runs.reader import Run
+    from adadf_core.engine.train import fit
     kw = dict(method="adadf", device="cuda", num_workers=0, amp="off", channels_last=False)
     one = Run(fit(tiny_cfg(tiny_synthfer, tmp_path / "one", **kw)).path)
     torch.multiprocessing.spawn(_entry_cuda, args=(2, free_port(), tiny_synthfer, tmp_path / "two", kw),
@@ -576,7 +576,7 @@ def test_two_gpus_with_sync_bn_match_one_gpu(tiny_synthfer, tmp_path):
 def _entry_cuda(rank, world, port, root, run_dir, kw):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank))
-    from adadf_core import train
+    from adadf_core.engine import train
     try:
         train.fit(tiny_cfg(root, run_dir, **kw))
     finally:
@@ -602,8 +602,8 @@ def test_adadf_train_nproc_launches_torchrun(tiny_synthfer, tmp_path):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_one_gpu_run_in_fp32_with_device_augmentation(tiny_synthfer, tmp_path):
-    from adadf_core.runs import Run
-    from adadf_core.train import fit
+    from adadf_core.runs.reader import Run
+    from adadf_core.engine.train import fit
     cfg = tiny_cfg(tiny_synthfer, tmp_path / "gpu", method="adadf", device="cuda", recipe="official",
                    augment_device="cuda", image_size=32, epochs=1)
     run = Run(fit(cfg).path)
@@ -613,7 +613,7 @@ def test_one_gpu_run_in_fp32_with_device_augmentation(tiny_synthfer, tmp_path):
 
 def _affectnet_loader_worker(d, out: Path, labels):
     from adadf_core.config import make_config, resolve_config
-    from adadf_core.loaders import make_train_loader
+    from adadf_core.engine.loaders import make_train_loader
     from tests.test_fidelity import Labelled
     cfg = resolve_config(make_config("affectnet7", "official", batch_size=4, seed=5))
     loader, sampler, _ = make_train_loader(cfg, Labelled(labels), "cpu", d)
@@ -624,7 +624,7 @@ def _affectnet_loader_worker(d, out: Path, labels):
 
 def test_affectnet_passes_are_drawn_once_then_split_between_processes(tmp_path):
     from adadf_core.config import make_config, resolve_config
-    from adadf_core.loaders import make_train_loader
+    from adadf_core.engine.loaders import make_train_loader
     from tests.test_fidelity import Labelled
     labels = np.array([0] * 6 + [1] * 5 + [2] * 9 + [3] * 4)     # 4 per class: 16 samples, 4 global batches
     spawn(_affectnet_loader_worker, tmp_path, labels)

@@ -142,7 +142,11 @@ def test_every_name_method_md_mentions_exists():
     from adadf_core.config import TrainConfig
 
     text = METHOD.read_text(encoding="utf-8")
-    modules = {p.stem for p in (ROOT / "adadf_core").glob("*.py")} - {"__init__"}
+    # module names are unique in the package (tests/test_architecture.py), so a stem names one module
+    modules = {p.stem: ".".join(p.relative_to(ROOT).with_suffix("").parts)
+               for p in (ROOT / "adadf_core").rglob("*.py") if p.stem not in ("__init__", "__main__")}
+    modules |= {p.parent.name: ".".join(p.parent.relative_to(ROOT).parts)          # packages: `align.align_face`
+                for p in (ROOT / "adadf_core").rglob("__init__.py") if p.parent.name != "adadf_core"}
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     bad, checked = [], 0
     for ref in sorted(set(re.findall(r"`([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)(?:\(\))?`", text))):
@@ -153,10 +157,10 @@ def test_every_name_method_md_mentions_exists():
                 bad.append(f"`{ref}`: TrainConfig has no field {'.'.join(rest)!r}")
         elif head in modules and rest[-1] not in ("py", "md"):
             checked += 1
-            obj = importlib.import_module(f"adadf_core.{head}")
+            obj = importlib.import_module(modules[head])
             for i, part in enumerate(rest):
                 if not hasattr(obj, part):
-                    bad.append(f"`{ref}`: adadf_core.{'.'.join([head, *rest[:i]])} has no attribute {part!r}")
+                    bad.append(f"`{ref}`: {'.'.join([modules[head], *rest[:i]])} has no attribute {part!r}")
                     break
                 obj = getattr(obj, part)
     assert checked > 20, f"only {checked} code references found in docs/METHOD.md"

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from adadf_core import device as devmod
-from adadf_core.adadf import rank_regularization
+from adadf_core.runtime import device as devmod
+from adadf_core.ops.adadf_ops import rank_regularization
 from adadf_core.config import TrainConfig, legacy_switch_values, make_config, resolve_config
-from adadf_core.datasets import BalancedUndersampler
-from adadf_core.loaders import make_train_loader
+from adadf_core.data.dataset import BalancedUndersampler
+from adadf_core.engine.loaders import make_train_loader
 
 
 # ---------------------------------------------------------------------- 1. SFEW rank regularisation

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from adadf_core.fileio import atomic_write, unique_path, write_json
-from adadf_core.runs import is_finished
+from adadf_core.utils.fileio import atomic_write, unique_path, write_json
+from adadf_core.runs.reader import is_finished
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):

@@ -3,9 +3,9 @@ randomness and erasing. The functions are device-agnostic, so they run here on t
 import pytest
 import torch
 
-from adadf_core import gpu_augment as G
+from adadf_core.data import gpu_augment as G
 from adadf_core.config import make_config, resolve_config
-from adadf_core.loaders import device_augment
+from adadf_core.engine.loaders import device_augment
 
 
 def test_colour_ops_on_hand_made_pixels():

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adadf_core import groundtruth as G
+from adadf_core.studies import groundtruth as G
 
 
 def table(js_d, js_D, js_f, entropy, attention, flipped=None):
@@ -57,12 +57,10 @@ def test_attention_summary_and_claims_verdicts():
 def test_sample_table_of_a_tiny_adadf_run(tiny_synthfer, tmp_path):
     """On a real (tiny) run: one row per training face, divergences within [0, ln 2], the fused target
     between d and D[y] in divergence terms is not checked (JS is not linear), but f is recomputed exactly."""
-    import torch
 
-    from adadf_core import adadf as A
-    from adadf_core.budgets import QUICK_RUN
+    from adadf_core.pipeline.budgets import QUICK_RUN
     from adadf_core.config import make_config
-    from adadf_core.train import fit
+    from adadf_core.engine.train import fit
 
     cfg = make_config("synthfer", data_root=str(tiny_synthfer), run_dir=str(tmp_path / "run"), device="cpu",
                       progress=False, noise_rate=0.25, **QUICK_RUN)

@@ -1,11 +1,11 @@
-"""The one image decoder (adadf_core.images) on hand-made files, and its two callers agreeing."""
+"""The one image decoder (adadf_core.data.images) on hand-made files, and its two callers agreeing."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from adadf_core import images
+from adadf_core.data import images
 
 ORIENTATION = 0x0112
 
@@ -141,8 +141,9 @@ def test_unreadable_and_missing_files_name_the_path(tmp_path):
 
 
 def test_callers_keep_their_error_types(tmp_path):
-    from adadf_core import align
-    from adadf_core.datasets import DatasetError, DatasetNotFoundError, decode_image
+    from adadf_core.data import align
+    from adadf_core.data.labelfiles import DatasetError, DatasetNotFoundError
+    from adadf_core.data.cache import decode_image
 
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"garbage")
@@ -156,8 +157,8 @@ def test_callers_keep_their_error_types(tmp_path):
 
 # ------------------------------------------------------------------------------- the two callers
 def test_datasets_and_align_decode_every_kind_of_file_identically(tmp_path):
-    from adadf_core import align
-    from adadf_core.datasets import decode_image
+    from adadf_core.data import align
+    from adadf_core.data.cache import decode_image
 
     rng = np.random.default_rng(1)
     rgba = rng.integers(0, 256, (12, 16, 4), dtype=np.uint8)
@@ -175,7 +176,7 @@ def test_datasets_and_align_decode_every_kind_of_file_identically(tmp_path):
 
 
 def test_the_decoded_image_store_accepts_exif_rotated_images(tmp_path):
-    from adadf_core.datasets import load_split
+    from adadf_core.data.dataset import load_split
 
     for split in ("train", "test"):
         for c in ("a", "b"):

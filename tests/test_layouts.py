@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adadf_core.datasets import RAF_CLASSES, DatasetError
+from adadf_core.data.classes import RAF_CLASSES
+from adadf_core.data.labelfiles import DatasetError
 from conftest import SFEW, make_raf, save_image
 from test_datasets import load          # small images, recipe none, no progress bar
 
@@ -58,7 +59,7 @@ def test_affectnet_2017_release_drops_non_emotions_and_crops_the_face_box(tmp_pa
     assert cached.store[0].shape == (40, 30, 3) and np.array_equal(cached.store[0], face)
     test = load("affectnet8", root, "test")                               # validation.csv is the test split
     assert len(test) == 8 and all("Manually_Annotated_Images" in n for n in test.names)
-    from adadf_core.datasets import make_train_sampler
+    from adadf_core.data.dataset import make_train_sampler
     assert make_train_sampler(a7, "affectnet7", 0) is not None            # the balanced sampler stays
 
 
@@ -304,7 +305,7 @@ def sixty_eight_points(five):
 def test_affectnet_2017_aligned_with_its_own_landmarks(tmp_path):
     """adadf align --detector affectnet:<file lists> on Manually_Annotated_Images, then the aligned copy loads
     uncropped; the row whose landmarks are degenerate is listed by align and dropped by the loader."""
-    from adadf_core import align
+    from adadf_core.data import align
     root = make_affectnet2017(tmp_path / "AffectNet", train=(0, 1, 2, 3, 4, 5, 6, 7, 1), val=(0, 1))
     five = align.reference_template(40) + np.array([10, 5])          # inside the 60x50 photo
     for csv_name in ("training.csv", "validation.csv"):
@@ -329,7 +330,7 @@ def test_affectnet_2017_aligned_with_its_own_landmarks(tmp_path):
 
 
 def test_sfew_frames_dir_finds_the_frames_to_align(tmp_path):
-    from adadf_core.datasets import sfew_frames_dir
+    from adadf_core.data.layouts import sfew_frames_dir
     root = make_sfew_distributed(tmp_path / "SFEW_2")
     assert sfew_frames_dir(root, "test") == root / "Val" / "Val"          # not Val_Aligned_Faces
     assert sfew_frames_dir(root, "train") == root / "Train"               # no Train/Train here: the split folder

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from adadf_core.config import make_config, resolve_config
-from adadf_core.loaders import default_num_workers, loader_options
+from adadf_core.engine.loaders import default_num_workers, loader_options
 
 
 def test_cpu_default_is_no_worker_process():

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from adadf_core import adadf
+from adadf_core.ops import adadf_ops as adadf
 from adadf_core.config import make_config, resolve_config
-from adadf_core.notebook import project_root
+from adadf_core.pipeline.notebook import project_root
 
 NOTEBOOK = project_root() / "notebooks" / "00_method.ipynb"
 FIGURES = ("00_loss_weight_ramps", "00_class_distributions", "00_fusion_sample")

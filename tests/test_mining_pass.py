@@ -2,7 +2,7 @@
 numbers as the full network (issue 12): D, its fallback rows and the evaluation are bit-identical."""
 import torch
 
-from adadf_core.evaluate import evaluate
+from adadf_core.engine.evaluate import evaluate
 from adadf_core.methods import RunContext
 from adadf_core.methods.adadf import AdaDFMethod
 from tests.test_methods import C, FakeSet, make_cfg

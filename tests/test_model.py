@@ -3,8 +3,8 @@ import pytest
 import torch
 import torchvision
 
-from adadf_core.adadf import adadf_targets, initial_class_distribution, kl_target_loss
-from adadf_core.model import (AdaDFNet, PretrainedLoadError, SingleNet, build_model, load_pretrained)
+from adadf_core.ops.adadf_ops import adadf_targets, initial_class_distribution, kl_target_loss
+from adadf_core.models.networks import AdaDFNet, PretrainedLoadError, SingleNet, build_model, load_pretrained
 
 torch.set_num_threads(1)
 
@@ -244,7 +244,7 @@ def test_load_pretrained_errors_name_key_and_path(tmp_path, source_sd):
 
 
 def test_bf16_autocast_losses_are_float32_and_finite():
-    from adadf_core.adadf import adadf_loss
+    from adadf_core.ops.adadf_ops import adadf_loss
     torch.manual_seed(0)
     model = AdaDFNet(3)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -281,7 +281,7 @@ def test_a_run_records_the_weights_sha256(tmp_path, tiny_synthfer, source_sd):
     import hashlib
     import json
     from adadf_core.config import make_config, resolve_config
-    from adadf_core.train import fit
+    from adadf_core.engine.train import fit
     path = tmp_path / "w.pth"
     torch.save({k: (v + 0.5 if k.endswith("running_mean") else v) for k, v in source_sd.items()}, path)
     cfg = resolve_config(make_config("synthfer", data_root=str(tiny_synthfer), method="baseline", epochs=1,
@@ -294,7 +294,7 @@ def test_a_run_records_the_weights_sha256(tmp_path, tiny_synthfer, source_sd):
 
 def test_channels_last_default_follows_device_and_image_size():
     from adadf_core.config import make_config as _make, resolve_config
-    from adadf_core.device import CPU_CHANNELS_LAST_FROM, use_channels_last
+    from adadf_core.runtime.device import CPU_CHANNELS_LAST_FROM, use_channels_last
     def make_config(*a, **k):
         return resolve_config(_make(*a, **k))
     cpu, cuda = torch.device("cpu"), torch.device("cuda")

@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adadf_core import budgets, pipeline
-from adadf_core.notebook import project_root
+from adadf_core.pipeline import budgets
+from adadf_core.pipeline import parameters as pipeline_params, reproduce
+from adadf_core.pipeline.notebook import project_root
 
 NOTEBOOKS = project_root() / "notebooks"
 MINE = ["02_training", "03_ablation", "04_tsne_features", "05_class_distributions", "06_fusion_over_epochs",
@@ -70,7 +71,7 @@ def code_of(nb) -> str:
 
 def test_every_notebook_has_expectations():
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == ALL
-    assert [b.stem for b in pipeline.find_notebooks()] == ALL          # 00_method runs first
+    assert [b.stem for b in pipeline_params.find_notebooks()] == ALL          # 00_method runs first
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -86,7 +87,7 @@ def test_notebook_is_stored_clean(name):
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, f"{name} cell {i} is stored with outputs"
             ast.parse("\n".join(ln for ln in cell.source.splitlines() if not ln.lstrip().startswith(("%", "!"))))
-    params = {k: ast.literal_eval(v) for k, v in pipeline.notebook_parameters(NOTEBOOKS / f"{name}.ipynb").items()}
+    params = {k: ast.literal_eval(v) for k, v in pipeline_params.notebook_parameters(NOTEBOOKS / f"{name}.ipynb").items()}
     assert params == DEFAULTS[name], f"{name}: the parameters cell differs from the stored defaults"
 
 
@@ -99,17 +100,17 @@ def test_notebook_structure(name):
 
 @pytest.mark.parametrize("name", MINE)
 def test_common_parameters(name):
-    params = pipeline.notebook_parameters(NOTEBOOKS / f"{name}.ipynb")
+    params = pipeline_params.notebook_parameters(NOTEBOOKS / f"{name}.ipynb")
     for key, default in COMMON.items():
         assert key in params, f"{name} lacks parameter {key}"
         assert ast.literal_eval(params[key]) == default
 
 
 def test_noise_parameters_and_budget_names_are_declared():
-    params = pipeline.notebook_parameters(NOTEBOOKS / "07_sensitivity_and_noise.ipynb")
+    params = pipeline_params.notebook_parameters(NOTEBOOKS / "07_sensitivity_and_noise.ipynb")
     assert ast.literal_eval(params["noise_rates"]) == [0.0, 0.1, 0.2, 0.3]
     assert ast.literal_eval(params["noise_methods"]) == "auto"       # the budget's methods, else all four
-    declared = set().union(*[pipeline.notebook_parameters(b) for b in pipeline.find_notebooks()])
+    declared = set().union(*[pipeline_params.notebook_parameters(b) for b in pipeline_params.find_notebooks()])
     for dataset, budget in budgets.BUDGETS.items():
         assert set(budget) <= declared, f"BUDGETS[{dataset!r}] names parameters no notebook declares"
     assert set(budgets.QUICK_STUDY) <= declared
@@ -235,7 +236,8 @@ def test_notebooks_use_only_existing_adadf_core_names(name):
 
 
 def test_name_checker_reports_a_missing_name():
-    code = ("from adadf_core import notebook, plots, tables\nfrom adadf_core.config import make_config, no_such_thing\n"
+    code = ("from adadf_core import plots\nfrom adadf_core.pipeline import notebook\n"
+            "from adadf_core.studies import tables\nfrom adadf_core.config import make_config, no_such_thing\n"
             "ctx = notebook.setup()\nplots.no_such_plot()\nctx.base_cfg.no_such_field\nctx.no_such_attr\n"
             "cfg = make_config('synthfer')\ncfg.epochs\ncfg.no_such_epochs\ntables.save_table\n")
     assert NameChecker(ast.parse(code)).run() == {
@@ -247,7 +249,7 @@ def test_name_checker_reports_a_missing_name():
 
 def selected() -> list[str]:
     """The notebooks the quick run executes: all, or those named in ADADF_TEST_NOTEBOOKS (e.g. "00,02")."""
-    return [b.stem for b in pipeline.find_notebooks(only=os.environ.get("ADADF_TEST_NOTEBOOKS") or None)]
+    return [b.stem for b in pipeline_params.find_notebooks(only=os.environ.get("ADADF_TEST_NOTEBOOKS") or None)]
 
 
 def need(*names):
@@ -261,13 +263,13 @@ def need(*names):
 def quick_results(tmp_path_factory):
     """One quick pipeline run over every notebook (runs are shared between notebooks); its 1-2 GB go with
     the module."""
-    from adadf_core import synthfer
+    from adadf_core.data import synthfer
 
     tmp = tmp_path_factory.mktemp("reproduce")
     data = tmp / "synthfer"               # a small private SynthFER: fast, and independent of data/
     synthfer.generate(data, n_train=320, n_test=120, progress=False)
     only = os.environ.get("ADADF_TEST_NOTEBOOKS")   # e.g. "02,03" to narrow a local run
-    result = pipeline.reproduce(dataset="synthfer", data_root=str(data), output=tmp / "synthfer-quick",
+    result = reproduce.reproduce(dataset="synthfer", data_root=str(data), output=tmp / "synthfer-quick",
                                 quick=True, device="cpu", only=only, progress=False,
                                 params={"native_recipes": True} if not only or "08" in only else None)
     yield result
@@ -366,7 +368,7 @@ def test_quick_features_and_distributions(quick_results):
     sums = D.sum(axis=1)
     assert np.allclose(sums[~fallback], 1.0, atol=1e-3)          # mined rows are distributions (CSV: 4 decimals)
     assert np.allclose(sums[fallback], 0.7 + 0.4, atol=1e-3)     # official fallback: t + 0.4
-    from adadf_core.runs import list_runs
+    from adadf_core.runs.reader import list_runs
     run = [r for r in list_runs(quick_results.output / "runs") if r.config.method == "adadf"][0]
     t = run.tracked
     assert np.allclose(t["label_dist"].sum(-1), 1.0, atol=1e-4)
@@ -445,17 +447,18 @@ def test_notebook_defaults_compute_what_make_reproduce_computes(dataset, tmp_pat
     """A student pressing Run All in JupyterLab gets the pipeline's configuration: every parameter the
     pipeline passes equals the notebook's default, or the default is None / "auto" and resolves (from
     budgets.budget_for) to the same value; and notebook.setup gives the same base config and seeds."""
-    from adadf_core import notebook, pretrain
+    from adadf_core.pipeline import notebook
+    from adadf_core.studies import pretrain
 
     monkeypatch.setattr(pretrain, "synthfer_backbone", lambda **kw: tmp_path / "backbone.pth")
     data_root = None if dataset == "synthfer" else str(tmp_path / "raf")
-    books = pipeline.find_notebooks()
-    declared = {b.name: pipeline.notebook_parameters(b) for b in books}
-    passed = pipeline.notebook_inputs(declared, dataset, data_root, tmp_path / "out", False, "auto",
+    books = pipeline_params.find_notebooks()
+    declared = {b.name: pipeline_params.notebook_parameters(b) for b in books}
+    passed = pipeline_params.notebook_inputs(declared, dataset, data_root, tmp_path / "out", False, "auto",
                                       "official", {})
     budget = budgets.budget_for(dataset)
     for name, given in passed.items():
-        defaults = pipeline.effective_parameters(declared[name], {"dataset": dataset, "data_root": data_root})
+        defaults = pipeline_params.effective_parameters(declared[name], {"dataset": dataset, "data_root": data_root})
         for key, value in given.items():
             if key in ("output_dir", "runs_dir"):
                 continue
@@ -473,7 +476,7 @@ def test_notebook_defaults_compute_what_make_reproduce_computes(dataset, tmp_pat
 
 def test_setup_parses_text_parameters_as_adadf_reproduce_does(tmp_path):
     """Plain `papermill -p` hands text; setup reads it as `adadf reproduce -p` would."""
-    from adadf_core import notebook
+    from adadf_core.pipeline import notebook
 
     ctx = notebook.setup(output_dir=str(tmp_path / "o"), quick="true", seeds="[3, 4]", pretrained="None",
                          train_overrides='{"lambda_min": 0.1}', epochs="1", device="cpu")
@@ -486,7 +489,7 @@ def test_setup_parses_text_parameters_as_adadf_reproduce_does(tmp_path):
 
 
 def test_notebooks_never_write_into_the_reference(tmp_path, monkeypatch):
-    from adadf_core import notebook
+    from adadf_core.pipeline import notebook
 
     with pytest.raises(ValueError, match="committed reference"):
         notebook.setup(output_dir="results/reference/synthfer", quick=False, pretrained=None)

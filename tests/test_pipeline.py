@@ -7,7 +7,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from adadf_core import budgets, pipeline
+from adadf_core.pipeline import budgets
+from adadf_core.pipeline import notebook, parameters as pipeline_params, provenance, reference, reproduce
 
 PARAMS = '''dataset = "synthfer"
 data_root = None
@@ -24,7 +25,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
-from adadf_core import plots, tables
+from adadf_core import plots
+from adadf_core.studies import tables
 fig, ax = plt.subplots()
 ax.plot([0, 1], [0, 1])
 plots.save_figure(fig, output_dir, "{name}_figure")
@@ -52,44 +54,44 @@ def books(tmp_path):
 
 
 def test_find_notebooks_and_only(books):
-    assert [b.name for b in pipeline.find_notebooks(books)] == ["01_first.ipynb", "02_second.ipynb"]
-    assert [b.name for b in pipeline.find_notebooks(books, "2")] == ["02_second.ipynb"]
-    assert [b.name for b in pipeline.find_notebooks(books, ["01_first"])] == ["01_first.ipynb"]
-    with pytest.raises(pipeline.PipelineError, match="--only 05"):
-        pipeline.find_notebooks(books, "05")
+    assert [b.name for b in pipeline_params.find_notebooks(books)] == ["01_first.ipynb", "02_second.ipynb"]
+    assert [b.name for b in pipeline_params.find_notebooks(books, "2")] == ["02_second.ipynb"]
+    assert [b.name for b in pipeline_params.find_notebooks(books, ["01_first"])] == ["01_first.ipynb"]
+    with pytest.raises(pipeline_params.PipelineError, match="--only 05"):
+        pipeline_params.find_notebooks(books, "05")
 
 
 def test_notebook_parameters_parsed_with_comments(books):
-    params = pipeline.notebook_parameters(books / "01_first.ipynb")
+    params = pipeline_params.notebook_parameters(books / "01_first.ipynb")
     assert params["alpha"] == "1" and params["output_dir"] == '"results/x"'
     assert list(params)[:2] == ["dataset", "data_root"]
 
 
 def test_parse_value():
-    assert pipeline.parse_value("3") == 3
-    assert pipeline.parse_value("[0, 1]") == [0, 1]
-    assert pipeline.parse_value("None") is None and pipeline.parse_value("true") is True
-    assert pipeline.parse_value('{"lambda_min": [0.1]}') == {"lambda_min": [0.1]}
-    assert pipeline.parse_value("cuda:0") == "cuda:0"
+    assert notebook.parse_value("3") == 3
+    assert notebook.parse_value("[0, 1]") == [0, 1]
+    assert notebook.parse_value("None") is None and notebook.parse_value("true") is True
+    assert notebook.parse_value('{"lambda_min": [0.1]}') == {"lambda_min": [0.1]}
+    assert notebook.parse_value("cuda:0") == "cuda:0"
 
 
 def test_misspelled_parameter_is_an_error(books, tmp_path, capsys):
     out = tmp_path / "out"
-    with pytest.raises(pipeline.PipelineError, match="Did you mean alpha"):
-        pipeline.reproduce(output=out, notebooks_dir=books, params={"alpah": 2}, progress=False)
+    with pytest.raises(pipeline_params.PipelineError, match="Did you mean alpha"):
+        reproduce.reproduce(output=out, notebooks_dir=books, params={"alpah": 2}, progress=False)
     assert not (out / "notebooks").exists()          # nothing ran
-    code = pipeline.cli_main(["--notebooks", str(books), "--output", str(out), "-p", "betta", "1"])
+    code = reproduce.cli_main(["--notebooks", str(books), "--output", str(out), "-p", "betta", "1"])
     assert code == 2
     assert "no selected notebook has a parameter called 'betta'" in capsys.readouterr().err
-    with pytest.raises(pipeline.PipelineError, match="--output"):
-        pipeline.reproduce(output=out, notebooks_dir=books, params={"output_dir": "x"}, progress=False)
+    with pytest.raises(pipeline_params.PipelineError, match="--output"):
+        reproduce.reproduce(output=out, notebooks_dir=books, params={"output_dir": "x"}, progress=False)
 
 
 def test_failing_notebook_stops_pipeline(books, tmp_path, capsys):
     write_notebook(books / "02_second.ipynb", "", 'x = 1\nraise ValueError("boom from the test notebook")')
     write_notebook(books / "03_never.ipynb", "", "open(output_dir + '/never_ran', 'w').close()")
     out = tmp_path / "out"
-    code = pipeline.cli_main(["--notebooks", str(books), "--output", str(out), "--no-progress"])
+    code = reproduce.cli_main(["--notebooks", str(books), "--output", str(out), "--no-progress"])
     assert code == 1
     err = capsys.readouterr().err
     assert "02_second.ipynb FAILED" in err
@@ -107,7 +109,7 @@ def test_failing_notebook_stops_pipeline(books, tmp_path, capsys):
 
 def test_index_lists_figures_tables_and_timings(books, tmp_path):
     out = tmp_path / "out"
-    result = pipeline.reproduce(output=out, notebooks_dir=books, params={"alpha": 7}, progress=False)
+    result = reproduce.reproduce(output=out, notebooks_dir=books, params={"alpha": 7}, progress=False)
     assert [p.name for p in result.figures] == ["first_figure.png", "second_figure.png"]
     readme = (out / "README.md").read_text()
     assert "![first_figure](figures/first_figure.png)" in readme
@@ -132,13 +134,13 @@ def test_index_lists_figures_tables_and_timings(books, tmp_path):
 
 def test_other_parameters_refused_unless_force(books, tmp_path):
     out = tmp_path / "out"
-    pipeline.reproduce(output=out, notebooks_dir=books, params={"alpha": 1}, progress=False, only="01")
+    reproduce.reproduce(output=out, notebooks_dir=books, params={"alpha": 1}, progress=False, only="01")
     # same parameters: fine (outputs refreshed in place)
-    pipeline.reproduce(output=out, notebooks_dir=books, params={"alpha": 1}, progress=False, only="01")
-    with pytest.raises(pipeline.PipelineError, match="alpha: 1 -> 2"):
-        pipeline.reproduce(output=out, notebooks_dir=books, params={"alpha": 2}, progress=False, only="01")
+    reproduce.reproduce(output=out, notebooks_dir=books, params={"alpha": 1}, progress=False, only="01")
+    with pytest.raises(pipeline_params.PipelineError, match="alpha: 1 -> 2"):
+        reproduce.reproduce(output=out, notebooks_dir=books, params={"alpha": 2}, progress=False, only="01")
     assert json.loads((out / "pipeline.json").read_text())["parameters"]["alpha"] == 1
-    pipeline.reproduce(output=out, notebooks_dir=books, params={"alpha": 2}, progress=False, only="01",
+    reproduce.reproduce(output=out, notebooks_dir=books, params={"alpha": 2}, progress=False, only="01",
                        force=True)
     previous = list(out.glob("previous-*"))
     assert len(previous) == 1
@@ -152,16 +154,16 @@ def test_an_output_folder_moved_to_another_path_is_not_refused(books, tmp_path):
     parameters are the same results; a real difference is still refused."""
     import shutil
     out = tmp_path / "here" / "out"
-    pipeline.reproduce(output=out, notebooks_dir=books, params={"alpha": 1}, progress=False, only="01")
+    reproduce.reproduce(output=out, notebooks_dir=books, params={"alpha": 1}, progress=False, only="01")
     moved = tmp_path / "elsewhere" / "out"
     shutil.copytree(out, moved)
-    pipeline.reproduce(output=moved, notebooks_dir=books, params={"alpha": 1}, progress=False, only="01")
-    with pytest.raises(pipeline.PipelineError, match="alpha: 1 -> 3"):
-        pipeline.reproduce(output=moved, notebooks_dir=books, params={"alpha": 3}, progress=False, only="01")
+    reproduce.reproduce(output=moved, notebooks_dir=books, params={"alpha": 1}, progress=False, only="01")
+    with pytest.raises(pipeline_params.PipelineError, match="alpha: 1 -> 3"):
+        reproduce.reproduce(output=moved, notebooks_dir=books, params={"alpha": 3}, progress=False, only="01")
 
 
 def test_budgets_cover_every_dataset_and_quick_keeps_tiny_runs():
-    from adadf_core.datasets import DATASET_NAMES
+    from adadf_core.data.classes import DATASET_NAMES
     assert set(DATASET_NAMES) <= set(budgets.BUDGETS)
     assert budgets.BUDGETS["raf"]["epochs"] == 75
     quick = budgets.budget_for("raf", quick=True)
@@ -173,7 +175,7 @@ def test_synthfer_backbone_token_is_pretrained_once_before_the_notebooks(tmp_pat
     (here a stand-in) before the notebooks, as a timed step of its own, and passes the token on (the
     notebooks resolve it to the same file: no machine path reaches an executed notebook). --quick and
     `-p pretrained None` train from scratch."""
-    from adadf_core import pretrain
+    from adadf_core.studies import pretrain
 
     assert budgets.budget_for("synthfer")["pretrained"] == budgets.SYNTHFER_BACKBONE
     assert budgets.budget_for("synthfer", quick=True)["pretrained"] is None
@@ -192,13 +194,13 @@ def test_synthfer_backbone_token_is_pretrained_once_before_the_notebooks(tmp_pat
     monkeypatch.setattr(pretrain, "synthfer_backbone", fake_backbone)
     monkeypatch.setattr(pretrain, "default_path", lambda: weights)
     out = tmp_path / "out"
-    pipeline.reproduce("synthfer", output=out, notebooks_dir=folder, progress=False)
+    reproduce.reproduce("synthfer", output=out, notebooks_dir=folder, progress=False)
     assert len(calls) == 1
     assert (out / "seen.txt").read_text() == repr(budgets.SYNTHFER_BACKBONE)
     assert "pretrain-synthfer" in (out / "timings.csv").read_text()
-    pipeline.reproduce("synthfer", output=tmp_path / "out1", notebooks_dir=folder, progress=False)
+    reproduce.reproduce("synthfer", output=tmp_path / "out1", notebooks_dir=folder, progress=False)
     assert len(calls) == 1                                            # the file exists: reused
-    pipeline.reproduce("synthfer", output=tmp_path / "out2", notebooks_dir=folder, progress=False,
+    reproduce.reproduce("synthfer", output=tmp_path / "out2", notebooks_dir=folder, progress=False,
                        params={"pretrained": None})
     assert len(calls) == 1 and (tmp_path / "out2" / "seen.txt").read_text() == "None"
 
@@ -209,24 +211,24 @@ def test_guard_compares_parameters_left_at_their_defaults(books, tmp_path):
     """A finished output whose 01 ran with its default alpha = 1 refuses `--only 01 -p alpha 5` (the
     1-epoch-02-in-a-2-epoch-folder case); the same value given explicitly is the same run."""
     out = tmp_path / "out"
-    pipeline.reproduce(output=out, notebooks_dir=books, progress=False)
+    reproduce.reproduce(output=out, notebooks_dir=books, progress=False)
     record = json.loads((out / "pipeline.json").read_text())
     assert record["notebook_parameters"]["01_first.ipynb"]["alpha"] == 1          # a default, recorded
     assert record["notebook_parameters"]["02_second.ipynb"]["beta"] == [0.1, 0.2]
-    with pytest.raises(pipeline.PipelineError, match=r"01_first.ipynb: alpha: 1 -> 5"):
-        pipeline.reproduce(output=out, notebooks_dir=books, params={"alpha": 5}, progress=False, only="01")
-    pipeline.reproduce(output=out, notebooks_dir=books, params={"alpha": 1}, progress=False, only="01")
+    with pytest.raises(pipeline_params.PipelineError, match=r"01_first.ipynb: alpha: 1 -> 5"):
+        reproduce.reproduce(output=out, notebooks_dir=books, params={"alpha": 5}, progress=False, only="01")
+    reproduce.reproduce(output=out, notebooks_dir=books, params={"alpha": 1}, progress=False, only="01")
 
 
 def test_no_output_inside_the_reference_and_quick_gets_its_own_folder(books, tmp_path, monkeypatch):
-    from adadf_core import notebook
-    monkeypatch.setattr(pipeline, "reference_root", lambda: tmp_path / "reference")
+    from adadf_core.pipeline import notebook
+    monkeypatch.setattr(reference, "reference_root", lambda: tmp_path / "reference")
     monkeypatch.setattr(notebook, "reference_root", lambda: tmp_path / "reference")
-    with pytest.raises(pipeline.PipelineError, match="committed reference"):
-        pipeline.reproduce(output=tmp_path / "reference" / "synthfer", notebooks_dir=books, progress=False)
-    result = pipeline.reproduce(output=tmp_path / "mine", notebooks_dir=books, progress=False, quick=True)
+    with pytest.raises(pipeline_params.PipelineError, match="committed reference"):
+        reproduce.reproduce(output=tmp_path / "reference" / "synthfer", notebooks_dir=books, progress=False)
+    result = reproduce.reproduce(output=tmp_path / "mine", notebooks_dir=books, progress=False, quick=True)
     assert result.output == tmp_path / "mine-quick" and not (tmp_path / "mine").exists()
-    assert pipeline.default_output("raf", quick=True).name == "raf-quick"
+    assert pipeline_params.default_output("raf", quick=True).name == "raf-quick"
 
 
 def _reference_from(out, ref):
@@ -237,14 +239,14 @@ def _reference_from(out, ref):
 
 def test_a_rerun_is_compared_with_the_reference(books, tmp_path):
     out, ref = tmp_path / "out", tmp_path / "ref"
-    pipeline.reproduce(output=out, notebooks_dir=books, progress=False, compare=False)
+    reproduce.reproduce(output=out, notebooks_dir=books, progress=False, compare=False)
     _reference_from(out, ref)
-    same = pipeline.compare_with_reference(out, ref)
+    same = reference.compare_with_reference(out, ref)
     assert same["counts"] == {"identical": 2} and same["parameters"] == []
     assert "first_table | identical" in (out / "reference_comparison.md").read_text()
     changed = tmp_path / "out2"
-    pipeline.reproduce(output=changed, notebooks_dir=books, params={"alpha": 3}, progress=False, compare=False)
-    diff = pipeline.compare_with_reference(changed, ref)
+    reproduce.reproduce(output=changed, notebooks_dir=books, params={"alpha": 3}, progress=False, compare=False)
+    diff = reference.compare_with_reference(changed, ref)
     assert diff["tables"]["first_table"][0] == "differs" and "2.0000 in value" in diff["tables"]["first_table"][1]
     assert diff["tables"]["second_table"][0] == "identical"
     assert any("alpha: 1 -> 3" in d for d in diff["parameters"])
@@ -255,32 +257,32 @@ def test_a_protocol_card_within_the_reference_intervals_is_not_called_different(
     ref = pd.DataFrame({"method": ["a"], "last_acc": [0.70], "last_acc_lo": [0.66], "last_acc_hi": [0.74]})
     inside = ref.assign(last_acc=0.72, last_acc_lo=0.69, last_acc_hi=0.75)
     outside = ref.assign(last_acc=0.80)
-    assert pipeline._compare_table(ref, ref, 1e-4)[0] == "identical"
-    assert pipeline._compare_table(ref, inside, 1e-4)[0] == "within intervals"
-    status, detail = pipeline._compare_table(ref, outside, 1e-4)
+    assert reference._compare_table(ref, ref, 1e-4)[0] == "identical"
+    assert reference._compare_table(ref, inside, 1e-4)[0] == "within intervals"
+    status, detail = reference._compare_table(ref, outside, 1e-4)
     assert status == "differs" and "last_acc row 0" in detail
 
 
 def test_promote_refuses_incomplete_quick_or_dirty_runs_and_writes_no_absolute_path(books, tmp_path):
     out = tmp_path / "out"
-    pipeline.reproduce(output=out, notebooks_dir=books, progress=False, only="01", compare=False)
-    with pytest.raises(pipeline.PipelineError, match="not run or not ok: 02_second.ipynb"):
-        pipeline.promote_reference(out, dest=tmp_path / "ref", notebooks_dir=books)
-    pipeline.reproduce(output=out, notebooks_dir=books, progress=False, compare=False)
+    reproduce.reproduce(output=out, notebooks_dir=books, progress=False, only="01", compare=False)
+    with pytest.raises(pipeline_params.PipelineError, match="not run or not ok: 02_second.ipynb"):
+        reference.promote_reference(out, dest=tmp_path / "ref", notebooks_dir=books)
+    reproduce.reproduce(output=out, notebooks_dir=books, progress=False, compare=False)
     record = json.loads((out / "pipeline.json").read_text())
     record["provenance"].update(commit="abc123", dirty=True)
     (out / "pipeline.json").write_text(json.dumps(record))
-    with pytest.raises(pipeline.PipelineError, match="dirty tree"):
-        pipeline.promote_reference(out, dest=tmp_path / "ref", notebooks_dir=books)
+    with pytest.raises(pipeline_params.PipelineError, match="dirty tree"):
+        reference.promote_reference(out, dest=tmp_path / "ref", notebooks_dir=books)
     record["provenance"]["dirty"] = False
     (out / "pipeline.json").write_text(json.dumps(record))
-    (out / "tables" / "paths.md").write_text(f"see {out}/tables and {pipeline.project_root()}/adadf_core\n")
-    dest = pipeline.promote_reference(out, dest=tmp_path / "ref", notebooks_dir=books)
+    (out / "tables" / "paths.md").write_text(f"see {out}/tables and {notebook.project_root()}/adadf_core\n")
+    dest = reference.promote_reference(out, dest=tmp_path / "ref", notebooks_dir=books)
     assert (dest / "figures" / "first_figure.png").is_file() and not (dest / "runs").exists()
     texts = [p.read_text() for p in dest.rglob("*") if p.suffix in (".md", ".json", ".csv", ".ipynb")]
-    assert not any(str(tmp_path) in t or str(pipeline.project_root()) in t for t in texts)
+    assert not any(str(tmp_path) in t or str(notebook.project_root()) in t for t in texts)
     assert "adadf_core" in (dest / "tables" / "paths.md").read_text()
-    assert pipeline.compare_with_reference(out, dest)["counts"] == {"identical": 2}
+    assert reference.compare_with_reference(out, dest)["counts"] == {"identical": 2}
 
 
 def test_index_states_the_resolution_of_every_protocol_card(tmp_path):
@@ -291,7 +293,7 @@ def test_index_states_the_resolution_of_every_protocol_card(tmp_path):
                             for e, v in (("lo", 0.01), ("hi", 0.05))}, "diff_last_acc": [float("nan"), 0.03]})
     card.to_csv(tmp_path / "tables" / "03_ablation.csv", index=False)
     pd.DataFrame({"a": [1]}).to_csv(tmp_path / "tables" / "01_other.csv", index=False)
-    lines = pipeline._resolution_lines(tmp_path)
+    lines = provenance._resolution_lines(tmp_path)
     assert "| 03_ablation | 3 | ±2.00 | ±2.00 | ±2.00 |" in lines and not any("01_other" in ln for ln in lines)
 
 
@@ -302,18 +304,18 @@ def test_devices_reach_the_notebook_kernels_and_the_record(books, tmp_path, caps
     write_notebook(books / "01_first.ipynb", "", "import os\nopen(output_dir + '/devices', 'w').write("
                    "os.environ.get('ADADF_DEVICES', '<unset>'))")
     out = tmp_path / "out"
-    assert pipeline.cli_main(["--notebooks", str(books), "--output", str(out), "--only", "01", "--no-progress",
+    assert reproduce.cli_main(["--notebooks", str(books), "--output", str(out), "--only", "01", "--no-progress",
                               "--devices", "cpu, cpu"]) == 0
     assert (out / "devices").read_text() == "cpu,cpu"
     assert json.loads((out / "pipeline.json").read_text())["provenance"]["devices"] == ["cpu", "cpu"]
     assert "ADADF_DEVICES" not in __import__("os").environ
-    assert pipeline.cli_main(["--notebooks", str(books), "--output", str(tmp_path / "b"), "--devices",
+    assert reproduce.cli_main(["--notebooks", str(books), "--output", str(tmp_path / "b"), "--devices",
                               "cuda:0,gpu1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == ("adadf reproduce: --devices: 'gpu1' is not a device; expected a comma-separated list of "
                        "cpu, cuda or cuda:N, e.g. cuda:0,cuda:1")
     assert not (tmp_path / "b").exists()
-    assert pipeline.cli_main(["--notebooks", str(books), "--output", str(tmp_path / "c"), "--device", "cpu",
+    assert reproduce.cli_main(["--notebooks", str(books), "--output", str(tmp_path / "c"), "--device", "cpu",
                               "--devices", "cuda:0,cuda:1"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "adadf reproduce: --device cpu and --devices cuda:0,cuda:1 disagree; expected one of them (the rest of "

@@ -13,7 +13,8 @@ import pytest  # noqa: E402
 
 from adadf_core import plots  # noqa: E402
 from adadf_core.config import make_config  # noqa: E402
-from adadf_core.runs import Run  # noqa: E402
+from adadf_core.runs.reader import Run  # noqa: E402
+from adadf_core.studies import analysis  # noqa: E402
 
 NAMES = ["Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral"]
 C, E, K = 7, 4, 3
@@ -148,11 +149,11 @@ def test_class_distribution_heatmap_equals_D_and_marks_fallback(run):
 
 def test_fallback_rows_detection():
     D = np.stack([threshold_row(c) for c in range(C)])
-    assert plots.fallback_rows(D, 0.7).all()
-    assert not plots.fallback_rows(D, 0.5).any()          # diagonal must equal t
+    assert analysis.fallback_rows(D, 0.7).all()
+    assert not analysis.fallback_rows(D, 0.5).any()          # diagonal must equal t
     D[2] = np.eye(C)[2] * 0.6 + 0.4 / 6 * (1 - np.eye(C)[2])
     D[2, 3] += 0.01                                        # off-diagonal not flat: mined row
-    assert plots.fallback_rows(D, None).tolist() == [True, True, False, True, True, True, True]
+    assert analysis.fallback_rows(D, None).tolist() == [True, True, False, True, True, True, True]
 
 
 def test_class_distribution_evolution(run):
@@ -166,9 +167,9 @@ def test_class_distribution_evolution(run):
 
 
 def test_pick_tracked_samples_by_gt_entropy_and_by_attention(tmp_path, run):
-    assert plots.pick_tracked_samples(run.tracked) == [1, 0]   # ambiguous (uniform votes), clear (one class)
+    assert analysis.pick_tracked_samples(run.tracked) == [1, 0]   # ambiguous (uniform votes), clear (one class)
     nogt = make_fake_run(tmp_path / "nogt", with_gt=False).tracked
-    assert plots.pick_tracked_samples(nogt) == [1, 0]          # lowest, highest attention weight
+    assert analysis.pick_tracked_samples(nogt) == [1, 0]          # lowest, highest attention weight
 
 
 def test_fusion_sample_bars(run):
@@ -204,7 +205,7 @@ def test_separability_separated_beats_random():
     centers = rng.normal(0, 10, (4, 8))
     separated = centers[labels] + rng.normal(0, 1, (120, 8))
     noise = rng.normal(0, 1, (120, 8))
-    good, bad = plots.separability(separated, labels), plots.separability(noise, labels)
+    good, bad = analysis.separability(separated, labels), analysis.separability(noise, labels)
     assert good["knn_acc"] > 0.95 and bad["knn_acc"] < 0.5
     assert good["silhouette"] > bad["silhouette"] + 0.3
 
@@ -268,7 +269,7 @@ def test_sensitivity_and_noise_figures():
 
 # ----------------------------------------------------------------------- alignment (notebook 01)
 def test_alignment_template_figure_marks_the_template_points(tmp_path):
-    from adadf_core import align
+    from adadf_core.data import align
 
     fig = plots.plot_template((96, 112), path=tmp_path / "figs" / "template.png")
     ax = fig.axes[0]
@@ -282,7 +283,7 @@ def test_alignment_template_figure_marks_the_template_points(tmp_path):
 def test_manifest_examples_put_each_source_above_its_aligned_output(tmp_path):
     from PIL import Image
 
-    from adadf_core import align
+    from adadf_core.data import align
 
     (tmp_path / "src").mkdir()
     (tmp_path / "dst").mkdir()

@@ -8,9 +8,9 @@ import pytest
 
 from adadf_core import cli
 from adadf_core.config import make_config
-from adadf_core.loaders import load_splits
-from adadf_core.predict import load_predictor
-from adadf_core.train import fit
+from adadf_core.engine.loaders import load_splits
+from adadf_core.inference.predict import load_predictor
+from adadf_core.engine.train import fit
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +97,7 @@ def test_predict_bad_input_is_a_one_line_error(adadf_run, tmp_path, capsys):
 def test_align_finds_the_face_in_a_photograph_and_lists_a_photo_without_one(adadf_run, tmp_path, capsys):
     from PIL import Image
 
-    from adadf_core import align
+    from adadf_core.data import align
     if not align.mtcnn_available():
         pytest.skip("the align extra (mtcnn) is not installed")
     photos = align.example_photos()
@@ -115,7 +115,7 @@ def test_align_finds_the_face_in_a_photograph_and_lists_a_photo_without_one(adad
 def test_export_matches_pytorch_and_carries_its_metadata(adadf_run, tmp_path, fmt, capsys):
     import torch
 
-    from adadf_core.export import read_metadata
+    from adadf_core.inference.export import read_metadata
     out = tmp_path / f"m.{'onnx' if fmt == 'onnx' else 'pt'}"
     assert cli.main(["export", str(adadf_run.path), "--format", fmt, "--out", str(out)]) == 0
     meta = read_metadata(out)

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from adadf_core.model import build_model
-from adadf_core.pretrain import synthfer_backbone
+from adadf_core.models.networks import build_model
+from adadf_core.studies.pretrain import synthfer_backbone
 
 
 @pytest.mark.slow

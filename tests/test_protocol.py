@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adadf_core import protocol
+from adadf_core.studies import protocol
 
 
 def per_epoch(acc, balanced=None):

@@ -9,7 +9,7 @@ from torch import nn
 
 from adadf_core.config import make_config, resolve_config
 from adadf_core.methods.scn import SCNMethod
-from adadf_core.scn import low_importance_mask, scn_relabel
+from adadf_core.ops.scn_ops import low_importance_mask, scn_relabel
 
 
 def _probs(rows):
@@ -187,8 +187,8 @@ def _tiny_fit_cfg(root, run_dir, method, **kw):
 @pytest.mark.slow
 def test_scn_tiny_fit_state_and_resume(tiny_synthfer, tmp_path, monkeypatch):
     """Epoch 1, stop, resume for epoch 2: finite metrics, y_cur in the checkpoint, and resume reloads it."""
-    from adadf_core.loaders import load_splits
-    from adadf_core.train import fit
+    from adadf_core.engine.loaders import load_splits
+    from adadf_core.engine.train import fit
 
     cfg = _tiny_fit_cfg(tiny_synthfer, tmp_path / "run", "scn", scn_relabel_epoch=1)
     part = fit(cfg, stop_after_epoch=1)

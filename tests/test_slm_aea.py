@@ -8,8 +8,8 @@ from torch import nn
 
 from adadf_core.config import make_config, resolve_config
 from adadf_core.methods.slm_aea import SLMAEAMethod
-from adadf_core.slm_aea import (AEAHead, AEANet, init_soft_logits, slm_label_update, slm_ramps,
-                                soft_cross_entropy)
+from adadf_core.models.aea import AEAHead, AEANet
+from adadf_core.ops.slm_aea_ops import init_soft_logits, slm_label_update, slm_ramps, soft_cross_entropy
 
 C = 7
 
@@ -244,8 +244,8 @@ def test_slm_tiny_fit_state_and_resume(tiny_synthfer, tmp_path, monkeypatch):
     """Epoch 1, stop, resume for epoch 2 (2 steps of 16 per epoch): metrics, Z in the checkpoint, resume."""
     import numpy as np
 
-    from adadf_core.loaders import load_splits
-    from adadf_core.train import fit
+    from adadf_core.engine.loaders import load_splits
+    from adadf_core.engine.train import fit
 
     def cfg_for(**kw):
         return make_config("synthfer", "official", method="slm_aea", data_root=str(tiny_synthfer),

@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adadf_core import budgets, notebook, runs, studies, tables
+from adadf_core.pipeline import budgets, notebook
+from adadf_core.runs import naming
+from adadf_core.studies import experiments as studies, tables
 from adadf_core.config import make_config, resolve_config
-from adadf_core.runs import Run
+from adadf_core.runs.reader import Run
 
 ACC = {"baseline": 0.50, "cd_only": 0.55, "ld_only": 0.60, "adadf": 0.65, "scn": 0.58, "slm_aea": 0.57}
 
@@ -19,7 +21,7 @@ ACC = {"baseline": 0.50, "cd_only": 0.55, "ld_only": 0.60, "adadf": 0.65, "scn":
 @pytest.fixture()
 def fake_fit(monkeypatch):
     """Replace train.fit: accuracy = ACC[method] + seed/100 - noise/2 + 0.01*lambda_min; records calls."""
-    import adadf_core.train as train
+    import adadf_core.engine.train as train
 
     calls = []
 
@@ -54,25 +56,25 @@ def base(**kw):
 # ---------------------------------------------------------------------------------------------- naming
 
 def test_run_dir_for_names(tmp_path):
-    assert runs.run_dir_for(tmp_path, "adadf", 0) == tmp_path / "adadf-seed0"
-    assert runs.run_dir_for(tmp_path, "adadf", 2, threshold=0.6, lambda_min=0.1, noise_rate=None).name \
+    assert naming.run_dir_for(tmp_path, "adadf", 0) == tmp_path / "adadf-seed0"
+    assert naming.run_dir_for(tmp_path, "adadf", 2, threshold=0.6, lambda_min=0.1, noise_rate=None).name \
         == "adadf-lmin0.1-t0.6-seed2"
-    assert runs.run_dir_for(tmp_path, "scn", 0, noise_file="/x/y/noise01.txt").name == "scn-nfilenoise01-seed0"
+    assert naming.run_dir_for(tmp_path, "scn", 0, noise_file="/x/y/noise01.txt").name == "scn-nfilenoise01-seed0"
     with pytest.raises(ValueError):
-        runs.run_dir_for(tmp_path, "ada/df", 0)
+        naming.run_dir_for(tmp_path, "ada/df", 0)
 
 
 def test_run_dir_for_config_uses_differences_from_preset(tmp_path):
-    assert runs.run_dir_for_config(tmp_path, base()).name == "adadf-seed0"
-    assert runs.run_dir_for_config(tmp_path, base(method="baseline", seed=3)).name == "baseline-seed3"
-    assert runs.run_dir_for_config(tmp_path, base(lambda_min=0.1, noise_rate=0.2)).name \
+    assert naming.run_dir_for_config(tmp_path, base()).name == "adadf-seed0"
+    assert naming.run_dir_for_config(tmp_path, base(method="baseline", seed=3)).name == "baseline-seed3"
+    assert naming.run_dir_for_config(tmp_path, base(lambda_min=0.1, noise_rate=0.2)).name \
         == "adadf-lmin0.1-noise0.2-seed0"
     # setting the preset's own value, or machinery, does not change the name
-    assert runs.run_dir_for_config(tmp_path, base(threshold=0.7, device="cpu", progress=False)).name \
+    assert naming.run_dir_for_config(tmp_path, base(threshold=0.7, device="cpu", progress=False)).name \
         == "adadf-seed0"
-    assert runs.run_dir_for_config(tmp_path, base(profile="paper")).name == "adadf-paper-seed0"
+    assert naming.run_dir_for_config(tmp_path, base(profile="paper")).name == "adadf-paper-seed0"
     # a resolved config names the same folder as the unresolved one
-    assert runs.run_dir_for_config(tmp_path, resolve_config(base(epochs=5))).name == "adadf-ep5-seed0"
+    assert naming.run_dir_for_config(tmp_path, resolve_config(base(epochs=5))).name == "adadf-ep5-seed0"
 
 
 # ---------------------------------------------------------------------------------------------- studies

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adadf_core import synthfer
-from adadf_core.synthfer import CLASS_NAMES, SynthFERError
+from adadf_core.data import synthfer
+from adadf_core.data.synthfer import CLASS_NAMES, SynthFERError
 
 SMALL = dict(n_train=12, n_test=6, progress=False)
 

@@ -8,9 +8,11 @@ import torch
 
 from adadf_core.config import make_config
 from adadf_core.methods.adadf import AdaDFMethod
-from adadf_core.model import load_model_state
-from adadf_core.runs import BEST_IS_LAST, NotARunError, Run, RunExistsError, list_runs
-from adadf_core.train import NonFiniteLossError, fit
+from adadf_core.models.networks import load_model_state
+from adadf_core.runs.writer import BEST_IS_LAST
+from adadf_core.runs.reader import NotARunError, Run, list_runs
+from adadf_core.runs.lock import RunExistsError
+from adadf_core.engine.train import NonFiniteLossError, fit
 
 pytestmark = pytest.mark.slow
 
@@ -158,7 +160,7 @@ def test_resume_is_bit_identical_and_nan_keeps_last_checkpoint(reference, tiny_s
 
 def test_checkpoint_that_does_not_fit_is_a_clear_error(reference):
     _, run = reference
-    from adadf_core.model import build_model
+    from adadf_core.models.networks import build_model
     state = run.load_model().state_dict()
     with pytest.raises(ValueError, match="checkpoint .*last_model.safetensors does not fit the model"):
         load_model_state(build_model("single", C), state, run.path / "last_model.safetensors")
@@ -191,7 +193,7 @@ def test_a_finished_run_folder_is_lean(reference, tmp_path):
     import json as _json
 
     from safetensors import safe_open
-    from adadf_core import checkpoints
+    from adadf_core.utils import checkpoints
     cfg, run = reference
     state = checkpoints.load(run.path / "checkpoint.pt")
     assert set(state) == {"epoch", "config", "method", "history"}         # no model, optimiser, RNG
@@ -227,7 +229,7 @@ def test_resume_keeps_this_runs_adam_kernel_whatever_the_checkpoint_used(tiny_sy
     resume with the other setting), so the resumed optimiser must keep its own kernel. An Adam built fused that
     steps through the loop fails under a GradScaler: the step a CUDA fp16 run takes, here with the CPU scaler."""
     from adadf_core.config import resolve_config
-    from adadf_core.device import load_optimizer_state, make_optimizer
+    from adadf_core.runtime.device import load_optimizer_state, make_optimizer
 
     def trained_state(fused):
         torch.manual_seed(0)

@@ -2,7 +2,7 @@
 import pytest
 
 from adadf_core.config import make_config, resolve_config
-from adadf_core.studies import parse_devices, train_many, train_on_devices
+from adadf_core.studies.experiments import parse_devices, train_many, train_on_devices
 
 
 def tiny(root, seed):

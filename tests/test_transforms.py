@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from adadf_core.transforms import (IMAGENET_MEAN, IMAGENET_STD, RECIPES, FERTransform, build_transform,
-                                   denormalise)
+from adadf_core.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, RECIPES, FERTransform, build_transform,
+                                        denormalise)
 
 
 def face(w=30, h=24, seed=0):
@@ -104,7 +104,7 @@ def test_native_recipes_of_the_comparison_methods():
     import numpy as np
     from PIL import Image
 
-    from adadf_core.transforms import GaussianPixelNoise, build_transform
+    from adadf_core.data.transforms import GaussianPixelNoise, build_transform
 
     img = Image.fromarray(np.full((100, 100, 3), 128, np.uint8))
     slm_train = build_transform("raf", "train", 64, "slm")

@@ -14,14 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-from adadf_core import checkpoints, cli
-from adadf_core.checkpoints import UnsafeCheckpointError
+from adadf_core.utils import checkpoints
+from adadf_core import cli
+from adadf_core.utils.checkpoints import UnsafeCheckpointError
 from adadf_core.config import make_config, resolve_config
-from adadf_core.fileio import clean_stale_temporaries
+from adadf_core.utils.fileio import clean_stale_temporaries
 from adadf_core.methods.adadf import AdaDFMethod
-from adadf_core.model import PretrainedLoadError, build_model, make_resnet
-from adadf_core.runs import DiskFullError, Run, RunExistsError, RunLock, RunLockedError
-from adadf_core.train import NonFiniteLossError, TrainingInterrupted, fit
+from adadf_core.models.networks import PretrainedLoadError, build_model, make_resnet
+from adadf_core.runs.writer import DiskFullError
+from adadf_core.runs.reader import Run
+from adadf_core.runs.lock import RunExistsError, RunLock, RunLockedError
+from adadf_core.engine.train import NonFiniteLossError, TrainingInterrupted, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -221,7 +224,7 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
 def test_an_epoch_is_written_whole_or_not_at_all(finished, tiny_synthfer, tmp_path, monkeypatch):
     """Ctrl-C while the epoch's files are staged: the folder stays at epoch 1. Ctrl-C in the middle of the
     commit: the next reader finishes it, and every file says epoch 2."""
-    from adadf_core import runs
+    from adadf_core.runs import lock
 
     cfg = tiny(tiny_synthfer, tmp_path / "a")
     fit(cfg, stop_after_epoch=1)
@@ -245,7 +248,7 @@ def test_an_epoch_is_written_whole_or_not_at_all(finished, tiny_synthfer, tmp_pa
     real_replace = os.replace
 
     def flaky_replace(src, dst):
-        if Path(src).parent.name == runs.STAGING and Path(dst).parent.name != runs.STAGING:   # a commit move
+        if Path(src).parent.name == lock.STAGING and Path(dst).parent.name != lock.STAGING:   # a commit move
             moves["n"] += 1
             if moves["n"] == 3:
                 raise KeyboardInterrupt
@@ -254,9 +257,9 @@ def test_an_epoch_is_written_whole_or_not_at_all(finished, tiny_synthfer, tmp_pa
     with pytest.raises(TrainingInterrupted):
         fit(tiny(tiny_synthfer, tmp_path / "a", resume=True))
     monkeypatch.setattr(os, "replace", real_replace)
-    assert (tmp_path / "a" / runs.JOURNAL).exists()        # a half-done commit is on disk
+    assert (tmp_path / "a" / lock.JOURNAL).exists()        # a half-done commit is on disk
     run = Run(tmp_path / "a")                               # a reader completes it
-    assert not (run.path / runs.JOURNAL).exists()
+    assert not (run.path / lock.JOURNAL).exists()
     assert len(run.metrics) == 2 and run.summary["last_epoch"] == 2 and run.finished
     assert checkpoints.load(run.path / "checkpoint.pt")["epoch"] == 2
 
@@ -314,12 +317,12 @@ def test_full_disk_names_the_file_and_the_sizes(tiny_synthfer, tmp_path, monkeyp
 
 def test_run_dir_that_is_a_file_and_a_read_only_folder_fail_before_loading(tiny_synthfer, tmp_path,
                                                                           monkeypatch):
-    from adadf_core import loaders
+    from adadf_core.engine import loaders
 
     def no_data(*a, **k):
         raise AssertionError("data was loaded before the run folder was checked")
     monkeypatch.setattr(loaders, "load_splits", no_data)
-    monkeypatch.setattr("adadf_core.train.load_splits", no_data)
+    monkeypatch.setattr("adadf_core.engine.train.load_splits", no_data)
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     with pytest.raises(RunExistsError, match="is a file, not a folder"):
@@ -354,7 +357,8 @@ def test_ctrl_c_is_one_line_with_the_resume_command(tiny_synthfer, tmp_path, mon
 
 
 def test_non_utf8_label_file_names_the_file(raf_root):
-    from adadf_core.datasets import DatasetError, load_split
+    from adadf_core.data.labelfiles import DatasetError
+    from adadf_core.data.dataset import load_split
     label_file = raf_root / "EmoLabel" / "list_patition_label.txt"
     label_file.write_bytes(label_file.read_bytes() + "\u20ac.jpg 3\n".encode("cp1252"))     # 0x80: ambiguous
     with pytest.raises(DatasetError, match=r"list_patition_label.txt: not UTF-8 text \(byte 0x80 on line 18\)"):
@@ -364,7 +368,7 @@ def test_non_utf8_label_file_names_the_file(raf_root):
 @pytest.mark.slow
 def test_a_killed_kernel_names_the_notebook_and_keeps_the_index(tmp_path):
     import nbformat
-    from adadf_core import pipeline
+    from adadf_core.pipeline import reproduce
 
     books = tmp_path / "books"
     books.mkdir()
@@ -374,8 +378,8 @@ def test_a_killed_kernel_names_the_notebook_and_keeps_the_index(tmp_path):
         nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(body)])
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, str(books / name))
-    with pytest.raises(pipeline.NotebookFailedError, match="02_dies.ipynb failed .*kernel .* died"):
-        pipeline.reproduce(output=tmp_path / "out", notebooks_dir=books, progress=False)
+    with pytest.raises(reproduce.NotebookFailedError, match="02_dies.ipynb failed .*kernel .* died"):
+        reproduce.reproduce(output=tmp_path / "out", notebooks_dir=books, progress=False)
     timings = (tmp_path / "out" / "timings.csv").read_text()
     assert "01_fine.ipynb" in timings and "02_dies.ipynb" in timings and "kernel died" in timings
     assert (tmp_path / "out" / "README.md").is_file()

@@ -11,9 +11,9 @@ subclass with ``@register_method("name")`` and import the file below.
 """
 from __future__ import annotations
 
-from .base import EpochRecord, Method, RunContext, flatten_crops, unwrap
-from .registry import METHODS, register_method
-from . import baseline, adadf, scn, slm_aea  # noqa: E402,F401  (each registers its classes)
+from adadf_core.methods.base import EpochRecord, Method, RunContext, flatten_crops, unwrap
+from adadf_core.methods.registry import METHODS, register_method
+from adadf_core.methods import baseline, adadf, scn, slm_aea  # noqa: E402,F401  (each registers its classes)
 
 
 def method_names() -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 """Ada-DF (docs/METHOD.md §1-§5) and its ablation variants, as a training method.
 
 The whole method is on one screen: ``training_step`` is the step of §2 (the pure functions of
-``adadf_core.adadf`` compose it), ``end_epoch`` mines the class distributions of §4. Everything notebooks
+``adadf_core.ops.adadf_ops`` compose it), ``end_epoch`` mines the class distributions of §4. Everything notebooks
 05-07 look at besides D is recorded by ``AdaDFDiagnostics`` (``diagnostics.py``).
 
 State: the class-distribution matrix ``D`` [C, C] on the run's device; the D mined after epoch e is used
@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import torch
 
-from .. import adadf as A
-from .base import EpochRecord, Method, flatten_crops, unwrap
-from .diagnostics import AdaDFDiagnostics
-from .registry import register_method
+from adadf_core.methods.base import EpochRecord, flatten_crops, Method, unwrap
+from adadf_core.methods.diagnostics import AdaDFDiagnostics
+from adadf_core.methods.registry import register_method
+from adadf_core.models.networks import build_model
+from adadf_core.ops import adadf_ops as A
 
 CD_SOURCES = ("eval_pass", "train_pass")
 MINING_SUBSETS = ("redraw", "same")   # AffectNet: the sampler's subset in the mining pass (§4)
@@ -25,7 +26,6 @@ MINING_SUBSETS = ("redraw", "same")   # AffectNet: the sampler's subset in the m
 @register_method("adadf")
 class AdaDFMethod(Method):
     """Ada-DF: the target branch learns from the fusion of d and D[y] (``variant`` "adadf")."""
-
     variant = "adadf"
     needs_train_eval_set = True
 
@@ -39,7 +39,6 @@ class AdaDFMethod(Method):
 
     @classmethod
     def build_model(cls, cfg, num_classes, pretrained=None):
-        from ..model import build_model
         return build_model("adadf", num_classes, backbone=cfg.backbone, attention_on=cfg.attention_on,
                            pretrained=pretrained, freeze_trunk_bn=cfg.freeze_trunk_bn, trust_pickle=cfg.trust_pickle)
 

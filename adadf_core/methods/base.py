@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import device as devmod
-from ..distributed import SINGLE, Dist
+from adadf_core.models.networks import build_model
+from adadf_core.runtime import device as devmod
+from adadf_core.runtime.distributed import SINGLE, Dist
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,6 @@ def first_of_crops(values: torch.Tensor, n_crops: Optional[int]) -> torch.Tensor
 
 class Method:
     """Base class: cross-entropy on a single network. Subclasses override what they change."""
-
     name = "base"                    # set by @register_method
     needs_train_eval_set = False     # wants ``run.train_eval_set`` (training split, test transform)
 
@@ -121,7 +121,6 @@ class Method:
     @classmethod
     def build_model(cls, cfg, num_classes: int, pretrained: Optional[str] = None) -> nn.Module:
         """The network on the CPU (the trainer moves it); ``pretrained`` a local weights file or None."""
-        from ..model import build_model
         return build_model("single", num_classes, backbone=cfg.backbone, attention_on=cfg.attention_on,
                            pretrained=pretrained, trust_pickle=cfg.trust_pickle)
 

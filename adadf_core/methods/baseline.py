@@ -1,8 +1,8 @@
 """The baseline: a single ResNet trained with cross-entropy on the hard labels (docs/METHOD.md §5)."""
 from __future__ import annotations
 
-from .base import Method
-from .registry import register_method
+from adadf_core.methods.base import Method
+from adadf_core.methods.registry import register_method
 
 
 @register_method("baseline")

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import adadf as A
-from .base import EpochRecord, RunContext, per_image, unwrap
+from adadf_core.methods.base import EpochRecord, per_image, RunContext, unwrap
+from adadf_core.ops import adadf_ops as A
 
 
 class AttentionStats:

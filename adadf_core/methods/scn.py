@@ -7,11 +7,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..adadf import rank_regularization
-from ..scn import low_importance_mask, scn_relabel
-from .base import EpochRecord, Method, first_of_crops, flatten_crops, per_image
-from .diagnostics import AttentionStats
-from .registry import register_method
+from adadf_core.methods.base import EpochRecord, first_of_crops, flatten_crops, Method, per_image
+from adadf_core.methods.diagnostics import AttentionStats
+from adadf_core.methods.registry import register_method
+from adadf_core.models.networks import build_model
+from adadf_core.ops.adadf_ops import rank_regularization
+from adadf_core.ops.scn_ops import low_importance_mask, scn_relabel
 
 
 @register_method("scn")
@@ -46,7 +47,6 @@ class SCNMethod(Method):
     def build_model(cls, cfg, num_classes, pretrained=None):
         """Single ResNet with SCN's head; the attention always scales the logits (SCN's design), whatever
         the profile's ``attention_on`` (an Ada-DF switch) says."""
-        from ..model import build_model
         return build_model("single", num_classes, backbone=cfg.backbone, attention_on="logits",
                            pretrained=pretrained, attention_head=True, trust_pickle=cfg.trust_pickle)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import torch
 
-from ..slm_aea import (AEAHead, build_aea_model, init_soft_logits, slm_label_update, slm_ramps,
-                       soft_cross_entropy)
-from .base import EpochRecord, Method, first_of_crops, flatten_crops, per_image, unwrap
-from .registry import register_method
+from adadf_core.methods.base import EpochRecord, first_of_crops, flatten_crops, Method, per_image, unwrap
+from adadf_core.methods.registry import register_method
+from adadf_core.models.aea import AEAHead, build_aea_model
+from adadf_core.ops.slm_aea_ops import init_soft_logits, slm_label_update, slm_ramps, soft_cross_entropy
 
 SCHEDULES = ("exponential", "cosine")
 
@@ -39,7 +39,6 @@ class SLMAEAMethod(Method):
     ``slm_d`` (ramps at the epoch's last update); with synthetic noise ``recovered_flipped`` (share of
     flipped samples whose soft-label argmax is the clean label).
     """
-
     lr_min = 1e-6
 
     def __init__(self, cfg, num_classes, train_set=None, run=None):

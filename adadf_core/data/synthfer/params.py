@@ -1,0 +1,49 @@
+"""The generator's parameters: their defaults, their validation, and the error SynthFER raises."""
+from __future__ import annotations
+
+from typing import Any
+
+from adadf_core.data.synthfer.annotators import RAF_TRAIN_COUNTS
+
+DEFAULTS: dict[str, Any] = dict(
+    n_train=2000, n_test=800, seed=0, ambiguity=0.8, annotators=(10, 40), annotator_noise=0.1,
+    image_size=100, original_size=(160, 220), intensity=(0.65, 1.3), expr_jitter=0.85,
+    dirichlet_alpha=0.4, class_counts=RAF_TRAIN_COUNTS, occluder_prob=0.25, glasses_prob=0.12,
+    noise_std=(2.0, 12.0), blur=(0.0, 1.6), rotation_deg=30.0,
+)
+
+
+class SynthFERError(ValueError):
+    """A SynthFER root or parameter problem (message names the path or value)."""
+
+
+def _normalise_params(params: dict) -> dict:
+    """``DEFAULTS`` updated with ``params``, each value cast to its type and range-checked."""
+    p = dict(DEFAULTS)
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise SynthFERError(f"unknown SynthFER parameter(s) {unknown}; expected some of {sorted(DEFAULTS)}")
+    p.update(params)
+    for key in ("annotators", "original_size", "intensity", "noise_std", "blur", "class_counts"):
+        p[key] = [float(v) if key in ("intensity", "noise_std", "blur") else int(v) for v in p[key]]
+    for key in ("n_train", "n_test", "seed", "image_size"):
+        p[key] = int(p[key])
+    for key in ("ambiguity", "annotator_noise", "expr_jitter", "dirichlet_alpha", "occluder_prob",
+                "glasses_prob", "rotation_deg"):
+        p[key] = float(p[key])
+    checks = [
+        ("n_train", p["n_train"] >= 1), ("n_test", p["n_test"] >= 1),
+        ("ambiguity", 0.0 <= p["ambiguity"] <= 1.0),
+        ("annotators", len(p["annotators"]) == 2 and 1 <= p["annotators"][0] <= p["annotators"][1]),
+        ("annotator_noise", 0.0 <= p["annotator_noise"] <= 1.0),
+        ("image_size", p["image_size"] >= 16),
+        ("original_size", len(p["original_size"]) == 2 and 64 <= p["original_size"][0] <= p["original_size"][1]),
+        ("class_counts", len(p["class_counts"]) == 7 and min(p["class_counts"]) >= 0 and sum(p["class_counts"]) > 0),
+        ("intensity", len(p["intensity"]) == 2 and 0 <= p["intensity"][0] <= p["intensity"][1]),
+        ("dirichlet_alpha", p["dirichlet_alpha"] > 0),
+    ]
+    for name, ok in checks:
+        if not ok:
+            raise SynthFERError(f"SynthFER parameter {name}={p[name]!r} is out of range")
+    return p
+

@@ -1,0 +1,3 @@
+"""Using a trained run: class probabilities for new images (`predict`) and the inference branch as ONNX or TorchScript
+(`export`).
+"""

@@ -1,0 +1,112 @@
+"""The README's results block, written from the committed reference's tables, never typed in.
+
+``results_block`` reads ``tables/03_ablation.csv``, ``comparison.csv``, ``07_noise.csv`` and ``06_claims.csv`` of a
+reference folder and returns Markdown: the last-epoch accuracy of every row with its 95 % interval, each paired
+difference to the baseline with its interval and the verdict that interval allows. ``update_readme`` rewrites the
+block between ``BEGIN`` and ``END`` in the README; ``make reference`` calls it, and a test compares the committed
+README with what the committed tables give.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from adadf_core.pipeline.parameters import PipelineError
+from adadf_core.utils.fileio import write_text
+
+BEGIN = "<!-- results: written by `make reference` from results/reference/synthfer/tables; do not edit by hand -->"
+END = "<!-- end of results -->"
+
+NAMES = {"baseline": "baseline", "cd_only": "cd_only", "ld_only": "ld_only", "adadf": "Ada-DF", "scn": "SCN",
+         "slm_aea": "SLM-AEA", "rul": "RUL", "eac": "EAC"}
+
+
+def verdict(lo: float, hi: float) -> str:
+    """What a paired 95 % interval allows one to say about "the method is better than the baseline"."""
+    if lo > 0:
+        return "holds"
+    if hi < 0:
+        return "does not hold"
+    return "not resolved at this power"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def _interval(row: pd.Series, prefix: str, signed: bool = False) -> str:
+    lo, hi = row[f"{prefix}_lo"], row[f"{prefix}_hi"]
+    fmt = (lambda v: f"{100 * v:+.2f}") if signed else _pct
+    return f"[{fmt(lo)}, {fmt(hi)}]"
+
+
+def _card_rows(df: pd.DataFrame, key: str) -> list[str]:
+    """``| name | last [lo, hi] | Δ last [lo, hi] | verdict |`` for each row of a protocol-card table."""
+    lines = []
+    for _, row in df.iterrows():
+        name = NAMES.get(str(row[key]), str(row[key]))
+        acc = f"{_pct(row['last_acc'])} {_interval(row, 'last_acc')}"
+        if int(row.get("pairs", 0) or 0) > 0:
+            diff = f"{100 * row['diff_last_acc']:+.2f} {_interval(row, 'diff_last_acc', signed=True)}"
+            lines.append(f"| {name} | {acc} | {diff} | {verdict(row['diff_last_acc_lo'], row['diff_last_acc_hi'])} |")
+        else:
+            lines.append(f"| {name} | {acc} | – | – |")
+    return lines
+
+
+def _seeds(df: pd.DataFrame) -> str:
+    seeds = sorted({str(s) for s in df["seeds"].astype(str)})
+    return ", ".join(seeds[0].split(",")) if len(seeds) == 1 else " / ".join(seeds)
+
+
+def results_block(reference: str | Path) -> str:
+    """The Markdown between the README's markers, from the tables under ``reference/tables``."""
+    tables = Path(reference) / "tables"
+    try:
+        ablation = pd.read_csv(tables / "03_ablation.csv")
+        comparison = pd.read_csv(tables / "comparison.csv")
+        noise = pd.read_csv(tables / "07_noise.csv")
+        claims = pd.read_csv(tables / "06_claims.csv")
+    except FileNotFoundError as exc:
+        raise PipelineError(f"{exc.filename}: the reference lacks a table the README's results are written from") from exc
+    head = "| | last epoch, % [95 % CI] | Δ vs baseline [95 % CI] | better than the baseline? |\n|---|---|---|---|"
+    out = [f"Test accuracy at the **last epoch**, mean over seeds {_seeds(ablation)} with the 95 % interval of the "
+           "mean; Δ is the paired difference to the baseline over the same seeds (docs/RESULTS.md says how to read "
+           "them; best-epoch and mean-of-last-k figures are in the reference's tables).", "",
+           "Ablation (paper Table 2):", "", head, *_card_rows(ablation, "variant"), "",
+           "Comparison on the same data, backbone and budget:", "", head,
+           *_card_rows(comparison[comparison["method"] != "baseline"], "method"), "",
+           "Symmetric label noise (paper Table 4), Ada-DF − baseline at the last epoch:", "",
+           "| noise | baseline, % | Ada-DF, % | Δ [95 % CI] | better than the baseline? |", "|---|---|---|---|---|"]
+    for rate, group in noise.groupby("noise", sort=True):
+        rows = {str(r["method"]): r for _, r in group.iterrows()}
+        if "adadf" not in rows or "baseline" not in rows:
+            continue
+        a, b = rows["adadf"], rows["baseline"]
+        out.append(f"| {100 * float(rate):.0f} % | {_pct(b['last_acc'])} {_interval(b, 'last_acc')} | "
+                   f"{_pct(a['last_acc'])} {_interval(a, 'last_acc')} | "
+                   f"{100 * a['diff_last_acc']:+.2f} {_interval(a, 'diff_last_acc', signed=True)} | "
+                   f"{verdict(a['diff_last_acc_lo'], a['diff_last_acc_hi'])} |")
+    out += ["", "SynthFER's ground truth (the annotators' votes):", "", "| claim | measured | verdict |",
+            "|---|---|---|"]
+    out += [f"| {r['claim']} | {r['measured']} | {r['verdict']} |" for _, r in claims.iterrows()]
+    return "\n".join(out)
+
+
+def replace_block(text: str, block: str, where: str = "README.md") -> str:
+    """``text`` with everything between the markers replaced by ``block``."""
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise PipelineError(f"{where}: the results markers are missing (expected a line {BEGIN!r} and later {END!r})")
+    return text[:start + len(BEGIN)] + "\n" + block + "\n" + text[end:]
+
+
+def update_readme(readme: str | Path, reference: str | Path) -> bool:
+    """Rewrite the README's results block from ``reference``; True when the file changed."""
+    readme = Path(readme)
+    old = readme.read_text()
+    new = replace_block(old, results_block(reference), str(readme))
+    if new != old:
+        write_text(readme, new)
+    return new != old
