@@ -11,13 +11,14 @@ import argparse
 import dataclasses
 import difflib
 import importlib
-import inspect
-import re
 import sys
 import typing
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+
+from adadf_core.utils.suggest import did_you_mean
 
 COMMANDS = {
     "generate-synthfer": ("adadf_core.data.synthfer:cli_main", "write the embedded SynthFER data set to disk"),
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"adadf: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        print(f"adadf: unknown command {name!r}{did_you_mean(name, COMMANDS)}\n\n{usage()}", file=sys.stderr)
         return 2
     module_name, func_name = COMMANDS[name][0].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
@@ -59,25 +60,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ------------------------------------------------------------------------------------------ train
-# the authors' train.py flags -> our TrainConfig fields (README: "Coming from the authors' code")
+# the authors' train.py flags -> our TrainConfig fields (docs/AUTHORS_CODE.md)
 AUTHOR_ALIASES = {"beta": "epoch_threshold", "min_weight": "lambda_min", "max_weight": "lambda_max",
                   "margin_1": "rr_margin", "tops": "rr_ratio", "gamma": "lr_gamma", "data_path": "data_root",
                   "num_workers": "num_workers", "threshold": "threshold"}
 
 
 def config_fields() -> list[tuple[str, str, str]]:
-    """(section, field, help) for every TrainConfig field, read from the comments in config.py."""
+    """(section, field, help) for every TrainConfig field (``config.field_help``)."""
     # here, not at the top: `adadf --help` and `adadf train --help` start without torch
-    from adadf_core.config import TrainConfig
-    section, out = "run", []
-    for line in inspect.getsource(TrainConfig).splitlines():
-        header = re.fullmatch(r"    # (.+)", line)
-        field = re.fullmatch(r"    (\w+): [^=]+= .+?\s+# (.+)", line)
-        if header:
-            section = header.group(1)
-        elif field:
-            out.append((section, field.group(1), field.group(2)))
-    return out
+    from adadf_core.config import field_help
+    return field_help()
 
 
 def _field_types() -> dict[str, Any]:
@@ -91,8 +84,8 @@ def parse_value(key: str, text: str):
     """Convert ``text`` to the type of TrainConfig field ``key`` (``none`` for Optional fields)."""
     types = _field_types()
     if key not in types:
-        raise ValueError(f"--set {key}={text}: unknown TrainConfig field {key!r}; expected one of "
-                         f"{', '.join(sorted(types))}")
+        hint = did_you_mean(key, types) or f"; expected one of {', '.join(sorted(types))}"
+        raise ValueError(f"--set {key}={text}: unknown TrainConfig field {key!r}{hint}")
     args = typing.get_args(types[key])
     optional = type(None) in args
     base = next((a for a in args if a is not type(None)), types[key]) if optional else types[key]
@@ -152,8 +145,10 @@ def build_train_parser() -> argparse.ArgumentParser:
     """Every TrainConfig field as a flag (``--field-name``, ``--field_name`` and the authors' name), grouped as
     in config.py, with the field's comment as help. Only flags given on the command line are set."""
     # here, not at the top: `adadf --help` and `adadf train --help` start without torch
-    from adadf_core.config import TrainConfig
+    from adadf_core.config import PRESETS, TrainConfig
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    presets = {name: "; ".join(f"{d}: {v}" for d, values in PRESETS.items() for k, v in values.items()
+                               if k == name and v != defaults[name]) for name in defaults}
     types = _field_types()
     p = _Parser(prog="adadf train", argument_default=argparse.SUPPRESS, allow_abbrev=False,
                 usage="adadf train [--dataset NAME] [--data-root PATH] [--method NAME] [--FIELD VALUE ...]",
@@ -164,7 +159,8 @@ def build_train_parser() -> argparse.ArgumentParser:
     groups: dict[str, Any] = {}
     for section, name, help_ in config_fields():
         group = groups.setdefault(section, p.add_argument_group(section))
-        text = f"{help_} [default: {defaults[name]}]".replace("%", "%%")
+        preset = f"; data-set presets: {presets[name]}" if presets[name] else ""
+        text = f"{help_} [default: {defaults[name]}{preset}]".replace("%", "%%")
         if types[name] in (bool, Optional[bool]):
             group.add_argument(*_flags(name), dest=name, action=argparse.BooleanOptionalAction, help=text)
         else:
@@ -209,6 +205,37 @@ def config_from_args(args):
     return resolve_config(make_config(dataset, profile, **overrides))
 
 
+def train_weights(cfg):
+    """The starting weights of ``adadf train``, settled before any data loads: ``synthfer-backbone`` (the
+    pipeline's name) becomes the SynthFER-pretrained ResNet-18's file (pretrained once, as ``make reproduce``
+    does), a weights file that does not exist is refused, and a SynthFER run from scratch says in one line
+    that the pipeline's runs do not start there."""
+    # here, not at the top: `adadf --help` and `adadf train --help` start without torch
+    from adadf_core.pipeline.budgets import SYNTHFER_BACKBONE
+    from adadf_core.pipeline.notebook import display_path
+    from adadf_core.studies import pretrain
+    if cfg.pretrained == SYNTHFER_BACKBONE:
+        if not pretrain.default_path().is_file():
+            print(f"adadf train: pretraining the SynthFER backbone once ({display_path(pretrain.default_path())})",
+                  file=sys.stderr)
+        path = pretrain.synthfer_backbone(device=cfg.device, progress=cfg.progress)
+        return dataclasses.replace(cfg, pretrained=display_path(path))
+    if cfg.pretrained is not None and not Path(cfg.pretrained).is_file():
+        raise FileNotFoundError(f"--pretrained {cfg.pretrained}: no such file; expected a local weights file or "
+                                f"{SYNTHFER_BACKBONE} (the backbone make reproduce starts SynthFER runs from)")
+    if cfg.pretrained is None and cfg.dataset == "synthfer":
+        print(f"adadf train: note: training from scratch; make reproduce starts every SynthFER run from "
+              f"--pretrained {SYNTHFER_BACKBONE}")
+    return cfg
+
+
+def settings_line(cfg) -> str:
+    """What ``adadf train`` is about to run, in one line (the data set's preset applied)."""
+    return (f"adadf train: {cfg.method} on {cfg.dataset}, {cfg.epochs} epochs, batch {cfg.batch_size}, "
+            f"{cfg.image_size} px, recipe {cfg.recipe}, t {cfg.threshold}, ê {cfg.epoch_threshold}, seed {cfg.seed}, "
+            f"weights {cfg.pretrained or 'from scratch'}, profile {cfg.profile}")
+
+
 def format_summary(run) -> str:
     s = run.summary
     lines = [f"run: {run.path}",
@@ -241,7 +268,10 @@ def train_main(argv: Optional[list[str]] = None) -> int:
     from adadf_core.runs.lock import RunExistsError
     from adadf_core.engine.train import NonFiniteLossError, TrainingInterrupted, fit
     try:
-        run = fit(config_from_args(args))
+        cfg = train_weights(config_from_args(args))
+        if distributed.env_rank() == 0:
+            print(settings_line(cfg), flush=True)
+        run = fit(cfg)
         distributed.shutdown()
     except TrainingInterrupted as stop:
         print(f"adadf train: {stop}", file=sys.stderr)
@@ -323,18 +353,18 @@ def predict_main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--best", action="store_true", help="the best-epoch weights (default: last epoch)")
     p.add_argument("--csv", default=None, metavar="OUT", help="write one row per image with every class's probability")
     p.add_argument("--top-k", type=int, default=3, help="classes printed per image (default 3)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--trust-pickle", action="store_true", help="read a legacy weights file with full unpickling")
     args = p.parse_args(argv)
     # here, not at the top: `adadf --help` and `adadf train --help` start without torch
     from adadf_core.utils.checkpoints import CheckpointError
-    from adadf_core.inference.predict import align_photos, image_files, load_predictor, write_csv
+    from adadf_core.inference.predict import align_photos, image_files, load_predictor, read_images, write_csv
     try:
         predictor = load_predictor(args.model, best=args.best, device=args.device, trust_pickle=args.trust_pickle)
         files = image_files(args.paths)
         if not files:
             raise FileNotFoundError(f"no image files in {', '.join(args.paths)}")
-        inputs, status = (align_photos(files) if args.align else (list(files), [""] * len(files)))
+        inputs, status = align_photos(files) if args.align else read_images(files)
         ok = [i for i, x in enumerate(inputs) if x is not None]
         probs = np.full((len(files), len(predictor.class_names)), np.nan, dtype=np.float32)
         if ok:
@@ -355,8 +385,8 @@ def predict_main(argv: Optional[list[str]] = None) -> int:
         print(f"wrote {args.csv}")
     missed = sum(bool(s) for s in status)
     if missed:
-        print(f"{missed} of {len(files)} image(s) had no usable face: listed above", file=sys.stderr)
-    return 0
+        print(f"{missed} of {len(files)} image(s) could not be classified: listed above", file=sys.stderr)
+    return 0 if missed < len(files) else 1      # non-zero only when nothing could be classified
 
 
 # ----------------------------------------------------------------------------------------- export

@@ -1,19 +1,28 @@
 """Training configuration: one plain dataclass, per-data-set presets and the two profiles.
 
+``TrainConfig`` is the fields every run has (``CommonConfig``, below) plus each method's own options, which
+live in the method's file (``methods/<name>.py``: ``OPTIONS``, ``PRESETS``, ``NATIVE_RECIPE``) and are read
+from it here.
+
 `official` reproduces the authors' code (the published numbers came from it); `paper` follows the text.
 Every place where they differ is a named switch (docs/METHOD.md §9). A switch left at ``None`` takes the
 profile's value when the config is resolved; a value you set yourself always wins.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
 import json
 import math
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from adadf_core.utils.fileio import read_json
+from adadf_core.utils.suggest import did_you_mean
 
 PROFILES = ("official", "paper")
 
@@ -26,8 +35,9 @@ PROFILE_SWITCHES: dict[str, dict[str, Any]] = {
                   crop_batch_quirk=False, rr_low_group="rest", rr_margin=0.07, cd_source="eval_pass",
                   mining_subset="redraw", detach_target=False, freeze_trunk_bn=False),
 }
-# docs/METHOD.md §6 (+ the embedded data set). Values here override the dataclass defaults.
-PRESETS: dict[str, dict[str, Any]] = {
+# docs/METHOD.md §6 (+ the embedded data set). Values here override the dataclass defaults; ``PRESETS``
+# (below) adds each method file's own per-data-set values.
+_COMMON_PRESETS: dict[str, dict[str, Any]] = {
     "raf": dict(batch_size=64, threshold=0.7, epoch_threshold=3),
     "affectnet7": dict(batch_size=64, threshold=0.5, epoch_threshold=5),
     "affectnet8": dict(batch_size=64, threshold=0.5, epoch_threshold=5),
@@ -36,21 +46,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     # SynthFER's CPU budget (make reproduce, three seeds of every Table 2 and Table 4 run, in under 30
     # minutes on 2 cores): 1,000 of the 2,000 training faces, 48x48 pixels, 3 epochs, the light recipe
     # (flip only: RandAugment + erasing slow learning over so few epochs). ê = 2 keeps the paper's shape
-    # of the ramps (CE first, KL from the middle of training on). SCN's relabel epoch (10 of 70) and SLM's
-    # ramp switch (7 of 40) are scaled to the short budget. README "Results on SynthFER" gives the
-    # intervals this budget achieves. Full size (GPU): max_train_samples=None, image_size=224,
-    # recipe="official", epochs=75, epoch_threshold=3 — the RAF-DB settings.
+    # of the ramps (CE first, KL from the middle of training on); each method file scales its own
+    # schedule options to this budget (its PRESETS). docs/RESULTS.md says what this budget resolves.
+    # Full size (GPU): max_train_samples=None, image_size=224, recipe="official", epochs=75,
+    # epoch_threshold=3 — the RAF-DB settings.
     "synthfer": dict(batch_size=64, threshold=0.7, epoch_threshold=2, image_size=48, epochs=3,
-                     max_train_samples=1000, recipe="light", scn_relabel_epoch=2, slm_beta=1.0),
+                     max_train_samples=1000, recipe="light"),
 }
 
-
-# Each comparison method's own recipe (docs/METHOD.md §11.6 and §12.4), for the "native" rows of the
-# comparison: everything but the epoch count, which is the study's budget (native: SCN 70, SLM-AEA 40).
-NATIVE_RECIPES: dict[str, dict[str, Any]] = {
-    "scn": dict(recipe="scn", weight_decay=1e-4, batch_size=64, rr_margin=0.07),
-    "slm_aea": dict(recipe="slm", batch_size=72, slm_schedule="cosine"),
-}
 
 # fields that do not change what a run computes (or only how fast): ignored when comparing configs
 MACHINERY_FIELDS = ("resume", "reuse", "progress", "num_workers", "num_threads", "cache", "run_dir",
@@ -58,14 +61,14 @@ MACHINERY_FIELDS = ("resume", "reuse", "progress", "num_workers", "num_threads",
 
 
 @dataclass
-class TrainConfig:
-    """One training run. Each field's comment is its ``adadf train --help`` text (``cli.py`` reads it);
-    the section comments become the help's groups."""
+class CommonConfig:
+    """The fields every run has. Each field's comment is its ``adadf train --help`` text (``field_help``
+    reads it); the section comments become the help's groups. ``TrainConfig`` adds each method's options."""
     # what and where
     dataset: str = "synthfer"                # synthfer | raf | affectnet7 | affectnet8 | sfew | imagefolder
     data_root: Optional[str] = None          # data set root folder (synthfer: none = the generated copy)
     run_dir: Optional[str] = None            # run folder (none = runs/<dataset>/<name from the settings>)
-    method: str = "adadf"                    # baseline | adadf | ld_only | cd_only | scn | slm_aea
+    method: str = "adadf"                    # (the registered methods: field_help lists them)
     profile: str = "official"                # official (the authors' code) | paper (the text): fills the switches
     backbone: str = "resnet18"               # resnet18 | resnet50
     pretrained: Optional[str] = None         # local backbone weights file (none = from scratch; never downloaded)
@@ -103,18 +106,6 @@ class TrainConfig:
     cache: str = "memory"                    # decoded-image cache: memory | mmap | none
     augment_device: str = "cpu"              # cpu (the recipe in the loader) | cuda (on the GPU, not pixel-exact)
     num_workers: Optional[int] = None        # loader workers (none: 0 on the CPU, 8 on CUDA; authors: --num_workers)
-    # comparison methods (docs/METHOD.md §11–§12)
-    scn_relabel_epoch: int = 10              # SCN: first epoch (1-based) that relabels
-    scn_relabel_margin: float = 0.2          # SCN: δ2, relabel when max_c P_c - P_y exceeds it
-    scn_relabel_scope: str = "all"           # SCN: all (code) | low (paper): which samples may be relabelled
-    slm_k: float = 5.0                       # SLM-AEA: initial logit of the given label
-    slm_p: float = 0.97                      # SLM-AEA: initial probability of the given label
-    slm_step: float = 200.0                  # SLM-AEA: λ, step of the soft-label update
-    slm_alpha: float = 1.6                   # SLM-AEA: α of the ramps
-    slm_beta: float = 7.0                    # SLM-AEA: β, epoch where the ramps switch
-    slm_nominal_batch: int = 72              # SLM-AEA: batch the step is divided by (and the test batch)
-    slm_eval_mean: str = "batch"             # SLM-AEA: batch (faithful, test-batch mean) | running
-    slm_schedule: str = "exponential"        # SLM-AEA: exponential (shared recipe) | cosine (native, per step)
     # machinery
     device: str = "auto"                     # auto | cpu | cuda | cuda:N
     amp: str = "auto"                        # auto = fp32 (the authors') | mixed (bf16, else fp16) | bf16 | fp16 | off
@@ -156,6 +147,166 @@ class TrainConfig:
         return cls.from_dict({**legacy_switch_values(data), **data})
 
 
+# ------------------------------------------------------------------------------- each method's options
+# A method's options live in its file, as plain literals (docs/METHOD.md §14):
+#   OPTIONS_TITLE = "SCN (docs/METHOD.md §12)"                  its group in `adadf train --help`
+#   OPTIONS = {"scn_relabel_epoch": (10, "an integer >= 1", "first epoch (1-based) that relabels"), ...}
+#   PRESETS = {"synthfer": {"scn_relabel_epoch": 2}}            per data set, over the defaults
+#   NATIVE_RECIPE = {"recipe": "scn", "weight_decay": 1e-4}     its own recipe (notebook 08's "native" rows)
+# They are read from the file's text, not imported: `adadf train --help` starts without torch.
+METHODS_DIR = Path(__file__).resolve().parent / "methods"
+_LITERALS = ("OPTIONS_TITLE", "OPTIONS", "PRESETS", "NATIVE_RECIPE")
+_NUM = r"(-?\d+(?:\.\d+)?(?:e-?\d+)?)"
+ACCEPTS_FORMS = ("a tuple of choices", "'an integer >= N'", "'a finite value'", "'a finite value >= N' (or > N)",
+                 "'a value in (a, b)' ([ ] for closed ends)")
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _acceptor(spec: Any) -> Optional[Callable[[Any], bool]]:
+    """The check that an option's "what it accepts" states (None when ``spec`` is none of ACCEPTS_FORMS)."""
+    if isinstance(spec, tuple):
+        return lambda v: v in spec
+    text = str(spec)
+    if m := re.fullmatch(rf"an integer >= {_NUM}", text):
+        low = float(m[1])
+        return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+    if m := re.fullmatch(rf"a finite value(?: (>=|>) {_NUM})?", text):
+        op, low = m[1], float(m[2] or 0)
+        return lambda v: _finite(v) and (op is None or v > low or (op == ">=" and v == low))
+    if m := re.fullmatch(rf"a value in ([\[(]){_NUM}, {_NUM}([\])])", text):
+        lo, hi, lo_in, hi_in = float(m[2]), float(m[3]), m[1] == "[", m[4] == "]"
+        return lambda v: _finite(v) and (lo < v or (lo_in and v == lo)) and (v < hi or (hi_in and v == hi))
+    return None
+
+
+@dataclass(frozen=True)
+class MethodOption:
+    """One ``TrainConfig`` field that a method owns (an entry of its file's ``OPTIONS``)."""
+    name: str
+    default: Any
+    spec: Any          # what it accepts: one of ACCEPTS_FORMS
+    help: str
+    section: str       # its group in `adadf train --help`: the file's OPTIONS_TITLE
+    source: str        # the method file
+
+    @property
+    def expected(self) -> str:
+        return f"one of {', '.join(map(str, self.spec))}" if isinstance(self.spec, tuple) else str(self.spec)
+
+    def accepts(self, value: Any) -> bool:
+        return _acceptor(self.spec)(value)
+
+
+@dataclass(frozen=True)
+class MethodFile:
+    """What one file of ``methods/`` registers (its ``@register_method`` names) and the options it owns."""
+    path: str
+    names: tuple[str, ...]
+    options: tuple[MethodOption, ...]
+    presets: dict
+    native_recipe: dict
+
+
+def _read_literals(path: Path) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The file's top-level OPTIONS_TITLE / OPTIONS / PRESETS / NATIVE_RECIPE literals and the names its
+    classes register, read without running the file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    found, names = {}, []
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
+        if isinstance(target, ast.Name) and target.id in _LITERALS:
+            try:
+                found[target.id] = ast.literal_eval(node.value)
+            except ValueError:
+                raise ValueError(f"{path}:{node.lineno}: {target.id} must be a plain literal (numbers, strings, "
+                                 "tuples, dicts): config.py reads it without importing the file") from None
+        if isinstance(node, ast.ClassDef):
+            names += [d.args[0].value for d in node.decorator_list if isinstance(d, ast.Call)
+                      and getattr(d.func, "id", None) == "register_method" and d.args
+                      and isinstance(d.args[0], ast.Constant)]
+    return found, tuple(names)
+
+
+def _method_option(path: Path, section: str, name: str, entry: Any) -> MethodOption:
+    where = f"{path}: OPTIONS[{name!r}]"
+    if not (isinstance(entry, tuple) and len(entry) == 3 and isinstance(entry[2], str)):
+        raise ValueError(f"{where} must be (default, what it accepts, help text), got {entry!r}")
+    default, spec, help_ = entry
+    if type(default) not in (int, float, str, bool) or not name.isidentifier():
+        raise ValueError(f"{where}: expected an identifier with an int, float, str or bool default, got {default!r}")
+    if _acceptor(spec) is None:
+        raise ValueError(f"{where}: cannot read {spec!r} as what it accepts; expected {' or '.join(ACCEPTS_FORMS)}")
+    if not _acceptor(spec)(default):
+        raise ValueError(f"{where}: the default {default!r} is not {spec}")
+    return MethodOption(name, default, spec, help_, section, str(path))
+
+
+@functools.lru_cache(maxsize=None)
+def method_files(folder: Path = METHODS_DIR) -> tuple[MethodFile, ...]:
+    """Every file of ``methods/`` that registers a method, in file-name order (the order
+    ``methods/__init__.py`` imports them), with the options each owns."""
+    out = []
+    for path in sorted(folder.glob("*.py")):
+        found, names = _read_literals(path)
+        if not names:
+            if set(found) & {"OPTIONS", "PRESETS", "NATIVE_RECIPE"}:
+                raise ValueError(f"{path}: has method options but registers no method (@register_method)")
+            continue
+        section = found.get("OPTIONS_TITLE", names[0])
+        options = tuple(_method_option(path, section, k, v) for k, v in found.get("OPTIONS", {}).items())
+        out.append(MethodFile(str(path), names, options, found.get("PRESETS", {}), found.get("NATIVE_RECIPE", {})))
+    return tuple(out)
+
+
+def method_options(folder: Path = METHODS_DIR) -> tuple[MethodOption, ...]:
+    """Every method's options, refused where two files (or a file and ``CommonConfig``) claim one name."""
+    owner = {f.name: "config.py (CommonConfig)" for f in fields(CommonConfig)}
+    out = []
+    for option in (o for f in method_files(folder) for o in f.options):
+        if option.name in owner:
+            raise ValueError(f"{option.source}: option {option.name!r} is already a field of {owner[option.name]}")
+        owner[option.name] = option.source
+        out.append(option)
+    return tuple(out)
+
+
+def config_class(options: tuple[MethodOption, ...]) -> type:
+    """``CommonConfig`` plus one field per method option (its type is its default's)."""
+    cls = dataclasses.make_dataclass("TrainConfig", [(o.name, type(o.default), dataclasses.field(default=o.default))
+                                                     for o in options], bases=(CommonConfig,))
+    cls.__module__ = __name__
+    cls.__doc__ = "One training run: ``CommonConfig``'s fields and every method's options (its file's OPTIONS)."
+    return cls
+
+
+TrainConfig = config_class(method_options())
+PRESETS: dict[str, dict[str, Any]] = {
+    dataset: {**values, **{k: v for f in method_files() for k, v in f.presets.get(dataset, {}).items()}}
+    for dataset, values in _COMMON_PRESETS.items()}
+# each method's own recipe (docs/METHOD.md §11.6 and §12.4), for notebook 08's "native" rows: everything
+# but the epoch count, which is the study's budget
+NATIVE_RECIPES: dict[str, dict[str, Any]] = {f.names[0]: f.native_recipe for f in method_files() if f.native_recipe}
+
+
+def field_help() -> list[tuple[str, str, str]]:
+    """(section, field, help) for every TrainConfig field: ``CommonConfig``'s comments, then each method's
+    options under its OPTIONS_TITLE. The ``method`` field's help lists the registered methods."""
+    section, out = "run", []
+    for line in inspect.getsource(CommonConfig).splitlines():
+        header = re.fullmatch(r"    # (.+)", line)
+        field = re.fullmatch(r"    (\w+): [^=]+= .+?\s+# (.+)", line)
+        if header:
+            section = header.group(1)
+        elif field:
+            out.append((section, field.group(1), field.group(2)))
+    names = " | ".join(n for f in method_files() for n in f.names)
+    out = [(s, name, names if name == "method" else text) for s, name, text in out]
+    return out + [(o.section, o.name, o.help) for o in method_options()]
+
+
 def legacy_switch_values(data: dict) -> dict[str, Any]:
     """For a recorded config without ``rr_low_group`` / ``mining_subset`` (runs made before they existed,
     docs/METHOD.md §9): the behaviour those runs had (every remaining crop in the low group; the training
@@ -175,28 +326,21 @@ def _choices() -> dict[str, tuple]:
     """Every field with a fixed set of values, read from the module that owns the list (imported here,
     lazily, so that ``config`` itself stays light)."""
     # here, not at the top: config stays free of torch (`adadf train --help` reads it)
-    from adadf_core.ops import adadf_ops as adadf, scn_ops as scn
+    from adadf_core.ops import adadf_ops as adadf
     from adadf_core.data import cache, classes
     from adadf_core.runtime import device
     from adadf_core.models import networks as model
     from adadf_core.data import transforms
     from adadf_core.methods import method_names
     from adadf_core.methods.adadf import CD_SOURCES, MINING_SUBSETS
-    from adadf_core.methods.slm_aea import SCHEDULES
     from adadf_core.runtime.distributed import DDP_ATTENTION_BATCH
     from adadf_core.data.gpu_augment import AUGMENT_DEVICES
-    from adadf_core.models.aea import EVAL_MEANS
     return {"profile": PROFILES, "method": method_names(), "dataset": classes.DATASET_NAMES,
             "backbone": model.BACKBONES, "fallback_offdiag": adadf.OFFDIAG_CHOICES,
             "attention_on": model.ATTENTION_ON, "cd_source": CD_SOURCES,
             "mining_subset": MINING_SUBSETS, "rr_low_group": adadf.RR_LOW_GROUPS, "recipe": transforms.RECIPES,
-            "amp": device.AMP_CHOICES, "cache": cache.CACHE_MODES, "scn_relabel_scope": scn.SCOPES,
-            "slm_eval_mean": EVAL_MEANS, "slm_schedule": SCHEDULES, "ddp_attention_batch": DDP_ATTENTION_BATCH,
+            "amp": device.AMP_CHOICES, "cache": cache.CACHE_MODES, "ddp_attention_batch": DDP_ATTENTION_BATCH,
             "augment_device": AUGMENT_DEVICES}
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _ranges(v: dict) -> list[tuple[str, bool, str]]:
@@ -222,23 +366,14 @@ def _ranges(v: dict) -> list[tuple[str, bool, str]]:
         opt_at_least("num_threads", 1),
         opt_at_least("num_workers", 0),
         ("track_samples", isinstance(v["track_samples"], int) and v["track_samples"] >= 0, "an integer >= 0"),
-        ("scn_relabel_epoch", isinstance(v["scn_relabel_epoch"], int) and v["scn_relabel_epoch"] >= 1,
-         "an integer >= 1"),
-        ("scn_relabel_margin", _finite(v["scn_relabel_margin"]) and v["scn_relabel_margin"] >= 0,
-         "a finite value >= 0"),
-        ("slm_p", _finite(v["slm_p"]) and 0 < v["slm_p"] < 1, "a value in (0, 1)"),
-        ("slm_step", _finite(v["slm_step"]) and v["slm_step"] > 0, "a finite value > 0"),
-        ("slm_beta", _finite(v["slm_beta"]) and v["slm_beta"] > 0, "a finite value > 0"),
-        ("slm_nominal_batch", isinstance(v["slm_nominal_batch"], int) and v["slm_nominal_batch"] >= 1,
-         "an integer >= 1"),
-    ]
+    ] + [(o.name, o.accepts(v[o.name]), o.expected) for o in method_options()]
 
 
 def make_config(dataset: str = "synthfer", profile: str = "official", **overrides) -> TrainConfig:
     """A config with the data set's preset applied, then ``overrides``. Not yet resolved."""
     names = _choices()["dataset"]
     if dataset not in names:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(names)}")
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(names)}{did_you_mean(dataset, names)}")
     values = dict(PRESETS.get(dataset, {}))
     values.update(overrides)
     return TrainConfig.from_dict(dict(dataset=dataset, profile=profile, **values))
@@ -272,7 +407,8 @@ def validate_config(cfg: TrainConfig) -> None:
     values = dataclasses.asdict(cfg)
     for name, allowed in _choices().items():
         if values[name] not in allowed:
-            raise ValueError(f"{name}={values[name]!r} is not valid; expected one of {', '.join(allowed)}")
+            raise ValueError(f"{name}={values[name]!r} is not valid; expected one of {', '.join(allowed)}"
+                             f"{did_you_mean(values[name], allowed)}")
     for name, ok, expected in _ranges(values):
         if not ok:
             raise ValueError(f"{name}={values[name]!r} is not valid; expected {expected}")

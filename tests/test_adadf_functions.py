@@ -1,4 +1,4 @@
-"""Hand-computed checks of the pure Ada-DF tensor functions (adadf_core/adadf.py)."""
+"""Hand-computed checks of the pure Ada-DF tensor functions (adadf_core/ops/adadf_ops.py)."""
 import math
 
 import pytest

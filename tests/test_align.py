@@ -240,19 +240,22 @@ def test_align_folder_preserves_the_tree_and_lists_every_input(tree, tmp_path):
 def test_rerun_skips_done_images_and_redo_redoes_them(tree, tmp_path):
     src, csv, _ = tree
     dst = tmp_path / "dst"
-    align_folder(src, dst, detector=f"landmarks:{csv}", progress=False)
+    first = align_folder(src, dst, detector=f"landmarks:{csv}", progress=False)
     out = dst / "Train/Happy/a.jpg"
     out.write_bytes(out.read_bytes())         # a marker: redo must rewrite it
     marker_mtime = out.stat().st_mtime_ns
     det = CountingDetector(LandmarkFileDetector(csv))
     again = align_folder(src, dst, detector=det, progress=False)
     got = statuses(again)
-    assert sum(s == "skipped_existing" for s in got.values()) == 5
+    assert got == statuses(first) and sum(s == "aligned" for s in got.values()) == 5   # a rerun: the same manifest
+    assert align.manifest_summary(again).equals(align.manifest_summary(first))
     assert got["Train/Sad/noface.jpg"] == "no_face" and got["Train/Happy/corrupt.jpg"] == "unreadable"
     assert det.images_seen == 1               # only the face-less image went to the detector again
     assert out.stat().st_mtime_ns == marker_mtime
-    skipped = again.set_index("source").loc["Train/Happy/a.jpg"]
-    assert skipped.confidence == 1.0 and not np.isnan(skipped.nose_x)   # carried over from the first run
+    kept = again.set_index("source").loc["Train/Happy/a.jpg"]
+    assert kept.confidence == 1.0 and not np.isnan(kept.nose_x)   # carried over from the first run
+    (dst / "manifest.csv").unlink()                                # outputs with no manifest row: skipped
+    assert set(statuses(align_folder(src, dst, detector=det, progress=False)).values()) >= {"skipped_existing"}
     det = CountingDetector(LandmarkFileDetector(csv))
     redone = align_folder(src, dst, detector=det, redo=True, progress=False)
     assert sum(s == "aligned" for s in statuses(redone).values()) == 5
@@ -275,7 +278,7 @@ def test_a_crash_partway_keeps_the_finished_rows_and_a_rerun_finishes(tree, tmp_
     assert not list(dst.rglob("*.partial"))
     finished = align_folder(src, dst, detector=f"landmarks:{csv}", progress=False)
     got = statuses(finished)
-    assert got["Train/Happy/a.jpg"] == "skipped_existing" and got["Train/Sad/c.jpg"] == "aligned"
+    assert got["Train/Happy/a.jpg"] == "aligned" and got["Train/Sad/c.jpg"] == "aligned"
     assert len(finished) == 9
 
 
@@ -312,7 +315,7 @@ def test_degenerate_landmarks_are_listed_as_error_and_limit_previews(tmp_path):
     assert "similarity transform" in preview.loc[0, "message"]
     assert not (tmp_path / "dst" / "a.png").exists() and not (tmp_path / "dst" / "c.png").exists()
     full = align_folder(src, tmp_path / "dst", detector=f"landmarks:{csv}", progress=False)
-    assert statuses(full) == {"a.png": "error", "b.png": "skipped_existing", "c.png": "aligned"}
+    assert statuses(full) == {"a.png": "error", "b.png": "aligned", "c.png": "aligned"}
 
 
 def test_empty_or_missing_folders_give_clear_errors(tmp_path):

@@ -82,3 +82,17 @@ def test_cli_exit_status_and_report(tmp_path, capsys):
     assert "DIFFERENCE: training split: 14 images, the official release has 958 (-944)" in out
     assert checkdata.cli_main(["--dataset", "raf", "--data-root", str(tmp_path / "nowhere"), "--no-progress"]) == 2
     assert "adadf check-data: error: raf root" in capsys.readouterr().err
+
+
+def test_synthfer_defaults_to_the_generated_copy_and_knows_the_generator_s_counts(tiny_synthfer, tmp_path,
+                                                                                   monkeypatch, capsys):
+    from adadf_core.data.synthfer import DEFAULTS
+    monkeypatch.setenv("ADADF_DATA", str(tiny_synthfer.parent))           # where the generated copy lives
+    code = checkdata.cli_main(["--dataset", "synthfer", "--out", str(tmp_path / "out"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert f"synthfer at {tiny_synthfer}" in out
+    assert f"official: {DEFAULTS['n_train']:,} train / {DEFAULTS['n_test']:,} test" in out
+    assert code == 1 and "70 images, the official release has 2,000" in out   # the tiny copy is not the default one
+    with pytest.raises(SystemExit):
+        checkdata.cli_main(["--dataset", "raf"])
+    assert "--dataset raf needs --data-root PATH" in capsys.readouterr().err

@@ -156,3 +156,36 @@ def test_every_option_of_every_command_has_help(command, monkeypatch):
     parser = seen.value.args[0]
     missing = [a.option_strings or a.dest for a in parser._actions if not a.help]
     assert not missing, f"adadf {command}: options without help: {missing}"
+
+
+def test_a_mistyped_command_data_set_field_or_choice_gets_a_did_you_mean(capsys):
+    assert cli.main(["trian"]) == 2
+    assert "unknown command 'trian'; did you mean 'train'?" in capsys.readouterr().err
+    for argv, expected in ((["--dataset", "RAF"], "unknown dataset 'RAF'; expected one of"),
+                           (["--set", "lamda_min=0.1"], "unknown TrainConfig field 'lamda_min'; did you mean 'lambda_min'"),
+                           (["--method", "adaDF"], "method='adaDF' is not valid")):
+        assert cli.main(["train", *argv]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "did you mean" in err and err.count("\n") == 1, err
+
+
+def test_train_help_shows_each_data_set_s_preset_where_it_differs_from_the_default(capsys):
+    from adadf_core.config import PRESETS
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"training epochs [default: 75; data-set presets: synthfer: {PRESETS['synthfer']['epochs']}]" in text
+    assert f"sfew: {PRESETS['sfew']['batch_size']}" in text and "raf: 64" not in text    # only what differs
+
+
+def test_train_names_what_it_will_run_and_refuses_missing_weights_before_loading_data(tmp_path, capsys):
+    missing = tmp_path / "weights.pth"
+    assert cli.main(["train", "--pretrained", str(missing), "--data-root", str(tmp_path / "no-data")]) == 2
+    err = capsys.readouterr().err
+    assert f"--pretrained {missing}: no such file" in err and "synthfer-backbone" in err and "no-data" not in err
+    cfg = cli.config_from_args(cli.build_train_parser().parse_args(["--seed", "3"]))
+    line = cli.settings_line(cfg)
+    assert line.startswith("adadf train: adadf on synthfer, 3 epochs, batch 64, 48 px") and "seed 3" in line
+    assert cli.train_weights(cfg) is cfg
+    assert "training from scratch; make reproduce starts every SynthFER run from --pretrained synthfer-backbone" \
+        in capsys.readouterr().out                                  # stdout: stderr stays for one-line errors

@@ -170,3 +170,59 @@ def test_every_measurement_record_is_dated_and_names_commit_machine_command_and_
         if not command or not re.search(r"\d", figures):
             bad.append(f"{row[:2]}: a record needs its command and figures")
     assert not bad, "\n".join(bad)
+
+
+def _tracked_texts():
+    listed = subprocess.run(["git", "ls-files", "adadf_core", "notebooks", "docs", "benchmarks", "README.md",
+                             "Makefile"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    return [ROOT / f for f in listed if f.endswith((".py", ".md", ".ipynb")) or f == "Makefile"]
+
+
+def test_every_full_module_path_in_code_notebooks_and_docs_exists():
+    """``adadf_core.x.y`` and ``adadf_core/x/y.py`` in the package, notebooks, docs and benchmarks name a module
+    (or a module's attribute) or a file that exists: a moved module leaves no stale pointer behind."""
+    bad = []
+    for path in _tracked_texts():
+        for ref in sorted(set(re.findall(r"adadf_core(?:/[\w.]+)+|adadf_core(?:\.[A-Za-z_]\w*)+", path.read_text()))):
+            if "/" in ref:
+                if not (ROOT / ref).exists() and not (ROOT / f"{ref}.py").exists():
+                    bad.append(f"{path.relative_to(ROOT)}: {ref} (no such file)")
+                continue
+            parts = ref.split(".")
+            at = max(i for i in range(1, len(parts) + 1) if (ROOT.joinpath(*parts[:i]).with_suffix(".py")).exists()
+                     or (ROOT.joinpath(*parts[:i]) / "__init__.py").exists())
+            obj = importlib.import_module(".".join(parts[:at]))
+            for part in parts[at:]:
+                if not hasattr(obj, part):
+                    bad.append(f"{path.relative_to(ROOT)}: {ref} ({'.'.join(parts[:at])} has no {part!r})")
+                    break
+                obj = getattr(obj, part)
+    assert not bad, "\n".join(bad)
+
+
+def test_the_results_index_opens_with_a_headline_from_the_tables_and_folds_the_parameters(tmp_path):
+    from adadf_core.pipeline.captions import CAPTIONS
+    from adadf_core.pipeline.provenance import write_index
+    from adadf_core.pipeline.summary import headline
+    ref = ROOT / "results" / "reference" / "synthfer"
+    shutil.copytree(ref / "tables", tmp_path / "tables")
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "03_ablation.png").write_bytes(b"png")
+    (tmp_path / "timings.csv").write_text("notebook,seconds,status,finished_at\n"
+                                          "a.ipynb,60.0,ok,2026-12-01T10:01:00\nb.ipynb,30.0,ok,2026-12-01T10:01:30\n")
+    write_index(tmp_path, {"dataset": "synthfer", "parameters": {"epochs": 3}, "provenance": {"command": "x"}})
+    text = (tmp_path / "README.md").read_text()
+    ablation = pd.read_csv(ref / "tables" / "03_ablation.csv").set_index("variant").loc["adadf"]
+    lines = headline(tmp_path)
+    assert 1 <= len(lines) <= 3 and lines[0].startswith(f"- Ada-DF − baseline (Table 2): "
+                                                        f"{100 * ablation['diff_last_acc']:+.2f} points")
+    assert verdict(ablation["diff_last_acc_lo"], ablation["diff_last_acc_hi"]) in lines[0]
+    assert text.index("## Headline") < text.index("## Notebooks") < text.index("## Figures") < text.index("<details>")
+    assert "started 2026-12-01T10:00:00, finished 2026-12-01T10:01:30" in text
+    assert CAPTIONS["03_ablation"] in text
+
+
+def test_every_figure_the_reference_holds_has_a_caption():
+    from adadf_core.pipeline.captions import CAPTIONS
+    figures = {p.stem for p in (ROOT / "results" / "reference" / "synthfer" / "figures").glob("*.png")}
+    assert figures <= set(CAPTIONS), sorted(figures - set(CAPTIONS))

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adadf_core.config import make_config, resolve_config
-from adadf_core.methods import METHODS, RunContext, get_method
+from adadf_core.methods import METHODS, Method, RunContext, get_method
 from adadf_core.methods.adadf import AdaDFMethod, CDOnlyMethod, LDOnlyMethod
 from adadf_core.methods.baseline import BaselineMethod
 from adadf_core.methods.diagnostics import choose_tracked
@@ -274,7 +274,7 @@ def test_baseline_step_is_cross_entropy():
 def test_registry_and_state_roundtrip():
     assert set(METHODS) == {"baseline", "ld_only", "cd_only", "adadf", "scn", "slm_aea"}
     assert get_method("adadf") is AdaDFMethod
-    with pytest.raises(ValueError, match="expected one of baseline, adadf, ld_only, cd_only, scn, slm_aea"):
+    with pytest.raises(ValueError, match=r"unknown method .nope.; expected one of " + ", ".join(METHODS) + "$"):
         get_method("nope")
     cfg, ds, method, model = build()
     method.D = torch.rand(C, C)
@@ -283,3 +283,22 @@ def test_registry_and_state_roundtrip():
     assert torch.equal(other.D, method.D)
     with pytest.raises(ValueError, match="D of shape"):
         other.load_state_dict({"D": torch.zeros(3, 3)})
+
+
+def test_each_ablation_variant_describes_the_target_its_code_computes():
+    """Notebook 03 prints ``describe()`` per variant: the target it names is the one ``variant_target`` returns."""
+    from adadf_core.ops.adadf_ops import VARIANTS, variant_target
+    g = torch.Generator().manual_seed(0)
+    d, rows = torch.rand(5, 7, generator=g).softmax(1), torch.rand(5, 7, generator=g).softmax(1)
+    w = torch.rand(5, generator=g)
+    named = {"(1-ŵ)·d + ŵ·D[y]": (1 - w)[:, None] * d + w[:, None] * rows, "d": d, "D[y]": rows}
+    for variant in VARIANTS:
+        text = get_method(variant).describe().split("target f = ")[1]
+        assert torch.allclose(variant_target(variant, d, rows, w), named[text]), variant
+
+
+def test_every_method_but_the_baseline_describes_itself_in_one_line():
+    base = Method.describe()
+    for name, cls in METHODS.items():
+        line = cls.describe()
+        assert "\n" not in line and (line == base) == (name == "baseline"), name

@@ -1,4 +1,4 @@
-"""AdaDFNet / SingleNet structure, outputs, gradient flow and pretrained loading (adadf_core/model.py)."""
+"""AdaDFNet / SingleNet structure, outputs, gradient flow and pretrained loading (adadf_core/models/networks.py)."""
 import pytest
 import torch
 import torchvision

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
@@ -67,12 +69,12 @@ def test_notebook_parameters_parsed_with_comments(books):
     assert list(params)[:2] == ["dataset", "data_root"]
 
 
-def test_parse_value():
-    assert notebook.parse_value("3") == 3
-    assert notebook.parse_value("[0, 1]") == [0, 1]
-    assert notebook.parse_value("None") is None and notebook.parse_value("true") is True
-    assert notebook.parse_value('{"lambda_min": [0.1]}') == {"lambda_min": [0.1]}
-    assert notebook.parse_value("cuda:0") == "cuda:0"
+def test_a_parameter_string_becomes_the_python_value_it_spells():
+    assert notebook.parameter_value("3") == 3
+    assert notebook.parameter_value("[0, 1]") == [0, 1]
+    assert notebook.parameter_value("None") is None and notebook.parameter_value("true") is True
+    assert notebook.parameter_value('{"lambda_min": [0.1]}') == {"lambda_min": [0.1]}
+    assert notebook.parameter_value("cuda:0") == "cuda:0"
 
 
 def test_misspelled_parameter_is_an_error(books, tmp_path, capsys):
@@ -321,3 +323,77 @@ def test_devices_reach_the_notebook_kernels_and_the_record(books, tmp_path, caps
         "adadf reproduce: --device cpu and --devices cuda:0,cuda:1 disagree; expected one of them (the rest of "
         "the work runs on the first of --devices)")
     assert not (tmp_path / "c").exists()
+
+
+def test_reproduce_says_first_what_it_will_do_and_how_long_the_reference_took(tmp_path):
+    from adadf_core.pipeline.notebook import reference_root
+    from adadf_core.pipeline.parameters import find_notebooks
+    from adadf_core.pipeline.reproduce import plan_line
+    books = find_notebooks(None, None)
+    out = tmp_path / "results"
+    fresh = plan_line("synthfer", books, out, quick=False)
+    minutes = pd.read_csv(reference_root() / "synthfer" / "timings.csv")["seconds"].sum() / 60
+    assert fresh.startswith(f"adadf reproduce: {len(books)} notebook(s) (00-09) for synthfer into ")
+    assert "every run is trained" in fresh and f"the committed reference took {minutes:.0f} min" in fresh
+    for name in ("a", "b"):
+        (out / "runs" / name).mkdir(parents=True)
+        (out / "runs" / name / "summary.json").write_text("{}")
+    again = plan_line("synthfer", books[:1], out, quick=False)
+    assert "2 finished runs in it are reused" in again and "took" not in again    # one notebook: no total
+    assert "\n" not in again
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"epochs": "two"}, r"02_training\.ipynb: epochs='two' is not valid; expected an integer >= 1"),
+    ({"seeds": "[0, -1]"}, r"seeds=\[0, -1\] is not valid; expected \"auto\", a seed or a list of seeds"),
+    ({"reuse_runs": "no"}, r"-p reuse_runs='no' is not valid; expected true or false"),
+    ({"train_overrides": '{"lambda_min": 2}'}, r"lambda_min=2 is not valid"),
+])
+def test_a_bad_parameter_value_is_refused_before_anything_runs_or_moves(tmp_path, params, message):
+    from adadf_core.pipeline.parameters import PipelineError
+    from adadf_core.pipeline.reproduce import reproduce
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "mine.txt").write_text("kept")
+    values = {k: notebook.parameter_value(v) for k, v in params.items()}       # as `adadf reproduce -p` reads them
+    with pytest.raises(PipelineError, match=message):
+        reproduce(dataset="synthfer", output=out, params=values, force=True, compare=False, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]                  # nothing moved aside or written
+
+
+def test_ctrl_c_during_a_notebook_is_one_line_and_the_index_says_interrupted(tmp_path, monkeypatch, capsys):
+    from adadf_core.pipeline import reproduce as rep
+    calls = []
+
+    def execute(src, dst, **kwargs):
+        calls.append(Path(src).name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        Path(dst).write_text(Path(src).read_text())
+
+    monkeypatch.setattr(rep.papermill, "execute_notebook", execute)
+    monkeypatch.setattr(rep, "_pretrain_if_asked", lambda *a, **k: None)
+    out = tmp_path / "results"
+    code = rep.cli_main(["--dataset", "synthfer", "--output", str(out), "--only", "00,01,02", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 130 and len(calls) == 2
+    line = [x for x in err.splitlines() if x.startswith("adadf reproduce:")]
+    assert line == [f"adadf reproduce: interrupted during {calls[1]}; the index ({out / 'README.md'}) says so. "
+                    "Run the same command again to continue: finished runs are reused"] and "Traceback" not in err
+    timings = pd.read_csv(out / "timings.csv").set_index("notebook")["status"].to_dict()
+    assert timings == {calls[0]: "ok", calls[1]: "interrupted"}
+    assert f"| {calls[1]} | interrupted |" in (out / "README.md").read_text()
+
+
+def test_a_backbone_other_than_the_reference_s_is_named_first_in_the_comparison(tmp_path):
+    def results(name, sha):
+        folder = tmp_path / name
+        (folder / "tables").mkdir(parents=True)
+        pd.DataFrame({"acc": [0.5]}).to_csv(folder / "tables" / "t.csv", index=False)
+        (folder / "pipeline.json").write_text(json.dumps({"dataset": "synthfer", "synthfer_backbone_sha256": sha}))
+        return folder
+    ref, same, other = results("ref", "a" * 64), results("same", "a" * 64), results("other", "b" * 64)
+    assert reference.compare_with_reference(same, reference=ref)["backbone"] == ""
+    found = reference.compare_with_reference(other, reference=ref)
+    assert found["backbone"].startswith("Your SynthFER backbone (sha256 bbbbbbbbbbbb) is not the reference's")
+    assert found["backbone"] in (other / "reference_comparison.md").read_text()

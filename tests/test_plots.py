@@ -194,7 +194,9 @@ def test_fusion_over_epochs_heatmaps(run):
 def test_divergence_curves(run):
     fig = plots.divergence_curves(run)
     labels = [ln.get_label() for ln in fig.axes[0].get_lines()]
-    assert len(labels) == 3 and all(lbl.startswith("KL") for lbl in labels)
+    assert labels == ["d (label distribution)", "D[y] (class distribution)", "f (fused target)"]
+    assert "lower is closer" in fig.axes[0].get_title() and f"seed {run.config.seed}" in fig._suptitle.get_text()
+    assert all(float(t).is_integer() for t in fig.axes[0].get_xticks())          # whole epochs only
     with pytest.raises(ValueError, match="SynthFER"):
         plots.divergence_curves(run.metrics[["epoch", "test_acc"]])
 
@@ -235,17 +237,23 @@ def test_ablation_figure_keeps_the_papers_numbers_off_our_axis_and_draws_interva
            "diff_mean_last_k_acc": [np.nan, .03, .05, .06]}
     ablation = _card(acc, paper_best_acc=[.8871, .8928, .8950, .9004], paper_source="RAF-DB, ResNet-18 (MS-Celeb-1M)")
     ablation.index = pd.Index(["baseline", "cd_only", "ld_only", "adadf"], name="variant")
+    ablation.attrs["runs"] = [dict(method=m, seed=s, last_acc=a + 0.01 * s) for m, a in zip(ablation.index, acc["last_acc"])
+                              for s in range(3)]
     fig = plots.ablation_bars(ablation)
     ours, diff, paper = fig.axes
     assert [t.get_text() for t in ours.get_xticklabels()] == list(ablation.index)
-    assert ours.get_ylim()[1] < 0.8 < paper.get_ylim()[1]            # RAF-DB's 88-90 % never squash our bars
-    heights = sorted(round(p.get_height(), 4) for p in ours.patches)
-    assert heights[-1] == 0.65 and 0.9004 not in heights
-    from matplotlib.container import BarContainer
-    bars = [c for c in ours.containers if isinstance(c, BarContainer)]
-    assert len(bars) == 3 and all(c.errorbar is not None for c in bars)   # best, last, mean last k: each with CI
-    assert any("ResNet-18" in t.get_text() for t in paper.texts)     # every paper number names its backbone
+    assert not ours.patches and not paper.patches                     # dots and intervals, no bars on a cut axis
+    assert ours.get_ylim()[1] < 0.8 < paper.get_ylim()[1]            # RAF-DB's 88-90 % never squash our points
+    means = [c for c in ours.containers if c.has_yerr]
+    assert len(means) == 3                                           # best, last, mean last k: each with its CI
+    np.testing.assert_allclose(means[1].lines[0].get_ydata(), acc["last_acc"])
+    dots = [c for c in ours.collections if c.get_label() == "each seed (last)"][0]
+    assert len(dots.get_offsets()) == 12                             # every seed of every variant
+    assert "ResNet-18" in paper.get_title()                          # the shared backbone, named once
     assert "Δ vs baseline" in diff.get_title()
+    unstated = ablation.assign(paper_backbone=["ResNet-18", "ResNet-18", "backbone not stated in sources", "ResNet-18"])
+    paper = plots.ablation_bars(unstated).axes[2]
+    assert sum("backbone not stated" in t.get_text() for t in paper.texts) == 1
 
 
 def test_sensitivity_and_noise_figures():
@@ -257,14 +265,22 @@ def test_sensitivity_and_noise_figures():
     noise = _card({"best_acc": [.6, .5, .62, .58, .57], "last_acc": [.58, .45, .6, .55, .5]},
                   method=["baseline", "baseline", "adadf", "adadf", "adadf"], noise=["0", "0.2", "0", "0.2", "noise01"],
                   paper_acc=[np.nan, np.nan, np.nan, .8667, np.nan], paper_source="RAF-DB, ResNet-18")
+    noise.attrs["runs"] = [dict(method="adadf", noise="0.2", seed=s, last_acc=a, best_acc=a)
+                           for s, a in enumerate((0.7, 0.68, 0.27))]        # one collapsed seed
     fig = plots.noise_plot(noise)
     ours, paper = fig.axes
     lines = {ln.get_label(): ln for ln in ours.get_lines()}
-    np.testing.assert_allclose(lines["adadf best (test-selected)"].get_xdata(), [0.0, 0.2])
-    np.testing.assert_allclose(lines["baseline last"].get_ydata(), [.58, .45])
-    assert len(ours.collections) == 4                                 # a 95 % band per method and selection
+    np.testing.assert_allclose(lines["adadf: best (test-selected)"].get_ydata(), [.62, .58])
+    dots = [c for c in ours.collections if c.get_label() == "adadf: each seed (last)"][0]
+    assert sorted(np.round(dots.get_offsets()[:, 1], 2)) == [0.27, 0.68, 0.7]     # the collapsed seed is a dot
+    bars = [c for c in ours.containers if c.has_yerr]
+    assert len(bars) == 2                                             # last epoch: mean with its 95 % interval
+    assert [t.get_text() for t in ours.get_xticklabels()] == ["0%", "20%"]
     assert any("noise01" in t.get_text() for t in ours.texts)
-    assert paper.get_lines()[0].get_ydata()[0] == pytest.approx(.8667) and max(ours.get_ylim()) < 0.8
+    paper_lines = {ln.get_label(): ln for ln in paper.get_lines()}
+    assert paper_lines["adadf"].get_ydata()[-1] == pytest.approx(.8667)
+    assert paper_lines["baseline"].get_ydata()[0] == pytest.approx(.8871)          # Table 2's clean baseline
+    assert max(ours.get_ylim()) < 0.8
 
 
 # ----------------------------------------------------------------------- alignment (notebook 01)

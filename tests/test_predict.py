@@ -9,7 +9,7 @@ import pytest
 from adadf_core import cli
 from adadf_core.config import make_config
 from adadf_core.engine.loaders import load_splits
-from adadf_core.inference.predict import load_predictor
+from adadf_core.inference.predict import load_predictor, SYNTHFER_NOTE
 from adadf_core.engine.train import fit
 
 pytestmark = pytest.mark.slow
@@ -65,7 +65,7 @@ def test_a_prediction_does_not_depend_on_the_batch(adadf_run, tiny_synthfer, tmp
         alone = np.concatenate([predictor([p]) for p in paths])
         mixed = predictor(paths[::-1], batch_size=4)[::-1]
         assert np.allclose(together, alone, atol=1e-6) and np.allclose(together, mixed, atol=1e-6), run.path
-    assert "running mean" in load_predictor(slm.path).note and load_predictor(adadf_run.path).note == ""
+    assert "running mean" in load_predictor(slm.path).note and load_predictor(adadf_run.path).note == SYNTHFER_NOTE
 
 
 def test_cli_predict_prints_top_k_and_writes_the_csv(adadf_run, tmp_path, capsys):
@@ -80,6 +80,8 @@ def test_cli_predict_prints_top_k_and_writes_the_csv(adadf_run, tmp_path, capsys
                      "--top-k", "2"]) == 0
     out = capsys.readouterr().out
     assert "best-epoch weights" in out and out.count(".jpg: ") == 5
+    assert f"note: {SYNTHFER_NOTE}" in out                # a SynthFER model says what it has seen, before any prediction
+    assert out.index("note:") < out.index(".jpg: ")
     table = pd.read_csv(out_csv)
     probs = table[[f"p_{c}" for c in adadf_run.class_names]].to_numpy()
     assert len(table) == 5 and np.allclose(probs.sum(1), 1, atol=1e-4)
@@ -91,6 +93,25 @@ def test_predict_bad_input_is_a_one_line_error(adadf_run, tmp_path, capsys):
     assert "nope.jpg does not exist" in capsys.readouterr().err
     assert cli.main(["predict", str(tmp_path), str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_an_unreadable_file_is_listed_and_the_rest_classified_and_only_nothing_read_fails(adadf_run, tmp_path,
+                                                                                           capsys):
+    test_set = load_splits(adadf_run.config, with_train=False)["test"]
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in test_set.names[:2]:
+        (folder / name.split("/")[-1]).write_bytes((test_set.root / name).read_bytes())
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    assert cli.main(["predict", str(adadf_run.path), str(folder), "--csv", str(tmp_path / "p.csv")]) == 0
+    captured = capsys.readouterr()
+    assert "broken.jpg: unreadable" in captured.out and "1 of 3 image(s) could not be classified" in captured.err
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert len(table) == 3 and table["prediction"].notna().sum() == 2
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "broken.jpg").write_bytes(b"not a jpeg")
+    assert cli.main(["predict", str(adadf_run.path), str(only_bad)]) == 1
 
 
 @pytest.mark.align
@@ -106,7 +127,7 @@ def test_align_finds_the_face_in_a_photograph_and_lists_a_photo_without_one(adad
     Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(tmp_path / "blank.png")
     assert cli.main(["predict", str(adadf_run.path), str(tmp_path), "--align", "--csv", str(tmp_path / "a.csv")]) == 0
     captured = capsys.readouterr()
-    assert "blank.png: no face found" in captured.out and "1 of 2 image(s) had no usable face" in captured.err
+    assert "blank.png: no face found" in captured.out and "1 of 2 image(s) could not be classified" in captured.err
     table = pd.read_csv(tmp_path / "a.csv").set_index("status")
     assert table.loc["ok", "prediction"] in adadf_run.class_names
 
@@ -120,6 +141,7 @@ def test_export_matches_pytorch_and_carries_its_metadata(adadf_run, tmp_path, fm
     assert cli.main(["export", str(adadf_run.path), "--format", fmt, "--out", str(out)]) == 0
     meta = read_metadata(out)
     assert meta["class_names"] == adadf_run.class_names and meta["image_size"] == 32 and not meta["tencrop"]
+    assert meta["resize"].startswith("bilinear") and "trained on SynthFER" in meta["note"]
     x = torch.randn(5, 3, 32, 32)
     with torch.no_grad():
         expected = adadf_run.load_model().forward_target(x)["logits"].numpy()

@@ -121,3 +121,25 @@ def test_reading_a_folder_that_is_not_a_run_says_why(tmp_path):
         Run(tmp_path / "missing")
     with pytest.raises(NotARunError, match="no config.json"):
         Run(tmp_path)
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder_but_an_existing_folder_stays(tmp_path):
+    from adadf_core.engine.train import fit
+    missing = tmp_path / "no-such-data"
+    for run_dir, existed in ((tmp_path / "runs" / "new", False), (tmp_path / "mine", True)):
+        if existed:
+            run_dir.mkdir()
+        cfg = make_config("synthfer", data_root=str(missing), run_dir=str(run_dir), progress=False, device="cpu")
+        with pytest.raises((FileNotFoundError, ValueError)):
+            fit(cfg)
+        assert run_dir.is_dir() == existed, run_dir              # no empty folder holding only .lock behind
+        if existed:
+            assert [p.name for p in run_dir.iterdir()] in ([], [".lock"])
+
+
+def test_resume_on_a_finished_run_says_there_is_nothing_to_resume(tmp_path, capsys):
+    from adadf_core.engine.train import fit
+    cfg = resolve_config(make_config("synthfer"))
+    done = _run_folder(tmp_path / "done", cfg, finished=True)
+    run = fit(dataclasses.replace(cfg, run_dir=str(done), resume=True, device="cpu"))
+    assert run.path == done and f"{done} is already finished: nothing to resume" in capsys.readouterr().out

@@ -192,7 +192,7 @@ PINNED = dict(n_train=40, n_test=20, seed=0)
 # SHA-256 over the sorted relative paths and bytes (tree_sha256) of a generation with PINNED
 PINNED_TABLES_SHA256 = "b72b94fce898d4c0a9d2970115239bdc4b6d6c575a1d526f1616c12396f11540"  # all but *.jpg
 PINNED_TREE_SHA256 = "5e7daf14e65c6de69d2f5815ffa9ffc3752e343ed76a27b9f19c2f1c4179644e"    # every file
-WHEN_INTENDED = ("if the change is intended: bump GENERATOR_VERSION in adadf_core/synthfer/writer.py (existing "
+WHEN_INTENDED = ("if the change is intended: bump GENERATOR_VERSION in adadf_core/data/synthfer/files.py (existing "
                  "roots then ask to be regenerated instead of being reused) and update both pinned hashes in "
                  "tests/test_synthfer.py")
 

@@ -128,7 +128,7 @@ def test_two_trainings_into_one_folder_the_second_is_refused(tiny_synthfer, tmp_
             "--epochs", "2", "--set", "image_size=32", "--set", "recipe=light", "--set", "batch_size=16",
             "--set", "max_train_samples=48", "--set", "max_test_samples=16", "--set", "progress=false"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    first = subprocess.Popen([sys.executable, *args, "--set", "lr=0.001"], env=env, stderr=subprocess.PIPE,
+    first = subprocess.Popen([sys.executable, *args, "--set", "lr=0.001", "--set", "epochs=8"], env=env, stderr=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (run_dir / ".lock").exists() or not (run_dir / ".lock").read_text():

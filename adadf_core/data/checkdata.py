@@ -29,6 +29,7 @@ from adadf_core.data.cache import decode_face
 from adadf_core.data.classes import DATASET_NAMES
 from adadf_core.data.labelfiles import DatasetError
 from adadf_core.data.layouts import index_split
+from adadf_core.data.synthfer import DEFAULTS as SYNTHFER_DEFAULTS, default_root as synthfer_root
 from adadf_core.utils.fileio import atomic_write, sha256_file, write_json
 from adadf_core.utils.progress import bar as tqdm
 
@@ -82,6 +83,9 @@ OFFICIAL: dict[tuple[str, str], Official] = {
     ("affectnet8", "hq"): _affectnet(8, _HQ_NOTE),
     ("affectnet7", "hq"): _affectnet(7, _HQ_NOTE),
     ("sfew", ""): Official(_SOURCES["sfew"], 958, 436, note="aligned-face folders may hold fewer (faces not found)"),
+    # the embedded data set as `adadf generate-synthfer` writes it by default (and make reproduce uses it)
+    ("synthfer", ""): Official("the SynthFER generator's defaults (adadf_core/data/synthfer/params.py)",
+                               SYNTHFER_DEFAULTS["n_train"], SYNTHFER_DEFAULTS["n_test"]),
 }
 
 
@@ -235,16 +239,20 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
                                             "a content hash of the set. Exit status 0: matches and clean; 1: "
                                             "differences or problems listed; 2: the copy cannot be read.")
     p.add_argument("--dataset", required=True, choices=DATASET_NAMES, help="the data set's name, as for adadf train")
-    p.add_argument("--data-root", required=True, help="the data set's folder, as given to adadf train")
+    p.add_argument("--data-root", default=None, help="the data set's folder, as given to adadf train (synthfer: "
+                                                    "the generated copy by default, as for train and reproduce)")
     p.add_argument("--out", default=None, help="folder for manifest.csv and check-data.json "
                                                "(default: check-data/<dataset> in the current folder)")
     p.add_argument("--class-names", default=None, help="imagefolder only: 'raf' reads folders 1..7 as RAF-DB")
     p.add_argument("--no-decode", action="store_true", help="hash the files but do not decode them (faster)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
+    if args.data_root is None and args.dataset != "synthfer":
+        p.error(f"--dataset {args.dataset} needs --data-root PATH (only synthfer has a default: the generated copy)")
+    data_root = args.data_root if args.data_root is not None else synthfer_root()
     out = Path(args.out) if args.out else Path("check-data") / args.dataset
     try:
-        report = check_data(args.dataset, args.data_root, out, decode=not args.no_decode,
+        report = check_data(args.dataset, data_root, out, decode=not args.no_decode,
                             progress=not args.no_progress, class_names=args.class_names)
     except (DatasetError, OSError) as error:
         print(f"adadf check-data: error: {error}", file=sys.stderr)

@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from adadf_core.methods.base import per_image, unwrap
+from adadf_core.methods.base import per_image, split_crops, unwrap
 from adadf_core.runtime import device as devmod
 from adadf_core.runtime.distributed import SINGLE, Dist, gather_evaluation
 
@@ -34,9 +34,7 @@ def evaluate(model, loader, device="cpu", amp: str = "off", channels_last: bool 
         for batch in loader:
             images, labels = batch[0], batch[1]
             images = images.to(device, non_blocking=True)
-            crops = images.shape[1] if images.dim() == 5 else None
-            if crops is not None:
-                images = images.flatten(0, 1)
+            images, crops = split_crops(images)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with devmod.autocast_context(device, amp):

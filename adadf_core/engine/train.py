@@ -26,7 +26,7 @@ from adadf_core.runs.reader import Run
 from adadf_core.runs.writer import add_to_history, make_summary, new_history, RunWriter
 from adadf_core.runtime import device as devmod, distributed
 from adadf_core.utils.checkpoints import load as load_state, non_finite
-from adadf_core.utils.progress import epoch_bar, epoch_line
+from adadf_core.utils.progress import epoch_bar, epoch_line, note
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -72,6 +72,8 @@ def fit(cfg: TrainConfig, stop_after_epoch: Optional[int] = None) -> Run:
     r = None
     try:
         if action == "done":
+            if cfg.resume and d.is_main:
+                note(f"{run_dir} is already finished: nothing to resume")
             return Run(run_dir)
         r = _build(cfg, d, resume=action == "resume")
         start_epoch = _restore(r) if action == "resume" else _start(r)

@@ -46,6 +46,8 @@ def export_metadata(predictor, fmt: str) -> dict:
             "dataset": cfg.dataset, "class_names": list(predictor.class_names), "image_size": int(cfg.image_size),
             "input": "float32 [N, 3, H, W], RGB, resized to image_size x image_size, scaled to [0, 1], "
                      "then (x - mean) / std", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            "resize": "bilinear, antialiased (PIL Image.BILINEAR, as torchvision's Resize on PIL images); another "
+                      "filter, such as PIL's default bicubic, changes the probabilities",
             "tencrop": cfg.dataset == "sfew", "output": "logits [N, C]; softmax gives the class probabilities",
             "note": predictor.note}
 

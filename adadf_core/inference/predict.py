@@ -30,7 +30,7 @@ from adadf_core.data import align
 from adadf_core.data.images import decode_image
 from adadf_core.data.layouts import IMAGE_EXTS
 from adadf_core.data.transforms import build_transform
-from adadf_core.methods.base import per_image
+from adadf_core.methods.base import per_image, split_crops
 from adadf_core.runs.reader import Run
 from adadf_core.runtime.device import select_device, use_channels_last
 from adadf_core.utils.fileio import write_text
@@ -54,8 +54,7 @@ class Predictor:
         out = []
         for start in range(0, len(images), batch_size):
             x = torch.stack([self.transform(_as_pil(img)) for img in images[start:start + batch_size]])
-            crops = x.shape[1] if x.dim() == 5 else None
-            x = x.flatten(0, 1) if crops else x
+            x, crops = split_crops(x)
             x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
             logits = self.model.forward_target(x.to(self.device))["logits"].float()
             out.append(torch.softmax(per_image(logits, crops), dim=1).cpu().numpy())
@@ -71,6 +70,10 @@ def _as_pil(image):
             raise ValueError(f"an image array must be uint8 [H, W, 3] or [H, W]; got {image.dtype} {image.shape}")
         return Image.fromarray(image).convert("RGB")
     return decode_image(image)
+
+
+SYNTHFER_NOTE = ("trained on SynthFER: this model has seen only synthetic 48-pixel faces, so its predictions on "
+                 "photographs say little about real expressions")
 
 
 def load_predictor(source: str | os.PathLike, best: bool = False, device: str = "cpu",
@@ -91,6 +94,8 @@ def load_predictor(source: str | os.PathLike, best: bool = False, device: str = 
         head.eval_mean = "running"
         note = ("SLM-AEA: predictions use the running mean of the training batch means; the faithful test-batch "
                 "mean would make a prediction depend on the other images in the batch")
+    if cfg.dataset == "synthfer":
+        note = "; ".join(filter(None, [SYNTHFER_NOTE, note]))
     transform = build_transform(cfg.dataset, "test", cfg.image_size, cfg.recipe)
     weights = "best-epoch" if best else "last-epoch"
     layout = use_channels_last(dev, cfg)      # as the run evaluated: the same numbers, not just up to rounding
@@ -112,6 +117,20 @@ def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
         else:
             raise FileNotFoundError(f"{p} does not exist (expected an image file or a folder of images)")
     return found
+
+
+def read_images(files: Sequence[str | os.PathLike]) -> tuple[list, list[str]]:
+    """Decode each file (the loaders' decoder); an unreadable one becomes None with its reason, so that one
+    bad file is listed rather than stopping the folder (the rule ``align_photos`` follows too)."""
+    images, reasons = [], []
+    for path in files:
+        try:
+            images.append(decode_image(path))
+            reasons.append("")
+        except (OSError, ValueError) as error:
+            images.append(None)
+            reasons.append(f"unreadable ({error})")
+    return images, reasons
 
 
 def align_photos(photos: Sequence, size: int = 100, detector=None) -> tuple[list, list[str]]:

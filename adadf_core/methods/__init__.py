@@ -6,14 +6,21 @@
     scn.py        SCN on the shared trainer                                     "scn"
     slm_aea.py    SLM-AEA on the shared trainer                                 "slm_aea"
 
-The protocol the trainer calls is in ``base.py``. Adding a method touches one file: write a ``Method``
-subclass with ``@register_method("name")`` and import the file below.
+The protocol the trainer calls is in ``base.py``. Adding a method is adding its file: a ``Method`` subclass
+with ``@register_method("name")`` and, at the top, its options (``OPTIONS``, ``PRESETS``, ``NATIVE_RECIPE``:
+docs/METHOD.md §14). Every module of this folder is imported below, in file-name order.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from adadf_core.methods.base import EpochRecord, Method, RunContext, flatten_crops, unwrap
 from adadf_core.methods.registry import METHODS, register_method
-from adadf_core.methods import baseline, adadf, scn, slm_aea  # noqa: E402,F401  (each registers its classes)
+
+# each method file registers its classes when imported (config.method_files reads the same files, same order)
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")
 
 
 def method_names() -> tuple[str, ...]:

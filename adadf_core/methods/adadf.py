@@ -38,6 +38,11 @@ class AdaDFMethod(Method):
         self.diagnostics = AdaDFDiagnostics(cfg, C, train_set, self.run, self.variant)
 
     @classmethod
+    def describe(cls) -> str:
+        return (f"two branches; loss w_CE·CE(o_1, y) + w_KL·KL(f ‖ o_2) + RR(ā) (§2.9), "
+                f"target f = {A.TARGET_FORMULAS[cls.variant]}")
+
+    @classmethod
     def build_model(cls, cfg, num_classes, pretrained=None):
         return build_model("adadf", num_classes, backbone=cfg.backbone, attention_on=cfg.attention_on,
                            pretrained=pretrained, freeze_trunk_bn=cfg.freeze_trunk_bn, trust_pickle=cfg.trust_pickle)

@@ -78,13 +78,18 @@ class EpochRecord:
     tracked: Optional[dict] = None     # per-epoch arrays of the tracked samples (initial: their static arrays)
 
 
+def split_crops(images: torch.Tensor) -> tuple[torch.Tensor, Optional[int]]:
+    """SFEW TenCrop batches [B, n, 3, H, W] -> ([B*n, 3, H, W], n), sample-major; other batches -> (images, None).
+    ``per_image`` averages the results back to one row per image."""
+    return (images.flatten(0, 1), images.shape[1]) if images.dim() == 5 else (images, None)
+
+
 def flatten_crops(images, labels, indices):
-    """SFEW TenCrop batches [B, n, 3, H, W] -> [B*n, 3, H, W] with labels and indices repeated
-    (sample-major, matching ``view(-1, 3, H, W)``). Returns (images, labels, indices, n_crops or None)."""
-    if images.dim() == 5:
-        n = images.shape[1]
-        return (images.flatten(0, 1), labels.repeat_interleave(n), indices.repeat_interleave(n), n)
-    return images, labels, indices, None
+    """``split_crops`` with labels and indices repeated per crop. Returns (images, labels, indices, n_crops or None)."""
+    images, n = split_crops(images)
+    if n is None:
+        return images, labels, indices, None
+    return images, labels.repeat_interleave(n), indices.repeat_interleave(n), n
 
 
 def per_image(values: torch.Tensor, n_crops: Optional[int]) -> torch.Tensor:
@@ -116,6 +121,11 @@ class Method:
         self.train_set = train_set
         self.run = run if run is not None else RunContext()
         self.device = self.run.device
+
+    @classmethod
+    def describe(cls) -> str:
+        """One line: the network, the losses and the targets (notebook 03 prints one per variant)."""
+        return "one network; loss CE(o, y) on the given labels"
 
     # --- construction (class methods: evaluation builds the model without a training method) ------
     @classmethod

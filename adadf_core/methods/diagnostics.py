@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adadf_core.methods.base import EpochRecord, per_image, RunContext, unwrap
+from adadf_core.methods.base import EpochRecord, per_image, RunContext, split_crops, unwrap
 from adadf_core.ops import adadf_ops as A
 
 
@@ -222,13 +222,13 @@ class AdaDFDiagnostics:
             return None
         cfg = self.cfg
         images = self.run.to_device(torch.stack([ds[int(i)][0] for i in self.tracked_indices]))
-        n_crops = images.shape[1] if images.dim() == 5 else 1
+        images, n_crops = split_crops(images)
         net = unwrap(model)
         was_training = net.training
         net.eval()
         try:
             with self.run.autocast():
-                out = net(images.flatten(0, 1) if images.dim() == 5 else images)
+                out = net(images)
         finally:
             net.train(was_training)
         d = per_image(F.softmax(out["aux_logits"].float(), 1), n_crops)

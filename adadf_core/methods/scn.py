@@ -1,6 +1,6 @@
 """SCN (Self-Cure Network, Wang et al., CVPR 2020) as a training method on the shared trainer.
 
-Pure functions (relabel rule, low-importance group) are in ``adadf_core/scn.py``; docs/METHOD.md §12.
+Pure functions (relabel rule, low-importance group) are in ``adadf_core/ops/scn_ops.py``; docs/METHOD.md §12.
 """
 from __future__ import annotations
 
@@ -14,6 +14,18 @@ from adadf_core.models.networks import build_model
 from adadf_core.ops.adadf_ops import rank_regularization
 from adadf_core.ops.scn_ops import low_importance_mask, scn_relabel
 
+# This method's options (TrainConfig fields), read by config.py from this text (docs/METHOD.md §14).
+OPTIONS_TITLE = "SCN (docs/METHOD.md §12)"
+OPTIONS = {  # field: (default, what it accepts, `adadf train --help` text)
+    "scn_relabel_epoch": (10, "an integer >= 1", "first epoch (1-based) that relabels"),
+    "scn_relabel_margin": (0.2, "a finite value >= 0", "δ2: relabel when max_c P_c - P_y exceeds it"),
+    "scn_relabel_scope": ("all", ("all", "low"), "all (the code) | low (the paper): which samples may be relabelled"),
+}
+# SynthFER's 3-epoch budget: the relabel epoch scaled from 10 of 70
+PRESETS = {"synthfer": {"scn_relabel_epoch": 2}}
+# its own recipe (§12.4), for notebook 08's "native" rows: all but the epoch count (native: 70)
+NATIVE_RECIPE = {"recipe": "scn", "weight_decay": 1e-4, "batch_size": 64, "rr_margin": 0.07}
+
 
 @register_method("scn")
 class SCNMethod(Method):
@@ -26,6 +38,10 @@ class SCNMethod(Method):
     current label is the clean one), ``relabel_restored`` (share of this epoch's relabels that set the clean
     label), ``attn_flipped`` / ``attn_clean`` (mean attention of the training steps).
     """
+
+    @classmethod
+    def describe(cls) -> str:
+        return "one network, logits scaled by its attention α; loss CE(α·z, y) + RR(α); relabels confident samples"
 
     def __init__(self, cfg, num_classes, train_set=None, run=None):
         super().__init__(cfg, num_classes, train_set, run)

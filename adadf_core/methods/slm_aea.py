@@ -1,6 +1,7 @@
 """SLM-AEA (Ming, Lu, Zhang, ACCV 2022) as a training method on the shared trainer.
 
-Pure functions and the AEA network are in ``adadf_core/slm_aea.py``; docs/METHOD.md §11.
+Pure functions are in ``adadf_core/ops/slm_aea_ops.py``, the AEA network in ``adadf_core/models/aea.py``;
+docs/METHOD.md §11.
 """
 from __future__ import annotations
 
@@ -11,7 +12,23 @@ from adadf_core.methods.registry import register_method
 from adadf_core.models.aea import AEAHead, build_aea_model
 from adadf_core.ops.slm_aea_ops import init_soft_logits, slm_label_update, slm_ramps, soft_cross_entropy
 
-SCHEDULES = ("exponential", "cosine")
+# This method's options (TrainConfig fields), read by config.py from this text (docs/METHOD.md §14).
+OPTIONS_TITLE = "SLM-AEA (docs/METHOD.md §11)"
+OPTIONS = {  # field: (default, what it accepts, `adadf train --help` text)
+    "slm_k": (5.0, "a finite value", "initial logit of the given label"),
+    "slm_p": (0.97, "a value in (0, 1)", "initial probability of the given label"),
+    "slm_step": (200.0, "a finite value > 0", "λ: step of the soft-label update"),
+    "slm_alpha": (1.6, "a finite value", "α of the ramps"),
+    "slm_beta": (7.0, "a finite value > 0", "β: epoch where the ramps switch"),
+    "slm_nominal_batch": (72, "an integer >= 1", "batch the step is divided by (and the test batch)"),
+    "slm_eval_mean": ("batch", ("batch", "running"), "batch (faithful, test-batch mean) | running"),
+    "slm_schedule": ("exponential", ("exponential", "cosine"),
+                     "exponential (shared recipe) | cosine (native, per step)"),
+}
+# SynthFER's 3-epoch budget: the ramps' switch scaled from 7 of 40
+PRESETS = {"synthfer": {"slm_beta": 1.0}}
+# its own recipe (§11.6), for notebook 08's "native" rows: all but the epoch count (native: 40)
+NATIVE_RECIPE = {"recipe": "slm", "batch_size": 72, "slm_schedule": "cosine"}
 
 
 @register_method("slm_aea")
@@ -40,6 +57,10 @@ class SLMAEAMethod(Method):
     flipped samples whose soft-label argmax is the clean label).
     """
     lr_min = 1e-6
+
+    @classmethod
+    def describe(cls) -> str:
+        return "one network anchored on the batch-mean feature (AEA); loss soft CE against learned soft labels"
 
     def __init__(self, cfg, num_classes, train_set=None, run=None):
         super().__init__(cfg, num_classes, train_set, run)

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 VARIANTS = ("adadf", "ld_only", "cd_only")
+# what ``variant_target`` returns for each variant, in the notation of docs/METHOD.md §2 (notebook 03 prints it)
+TARGET_FORMULAS = {"adadf": "(1-ŵ)·d + ŵ·D[y]", "ld_only": "d", "cd_only": "D[y]"}
 OFFDIAG_CHOICES = ("code", "paper")
 RR_LOW_GROUPS = ("lowest", "rest")
 

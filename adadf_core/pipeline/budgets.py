@@ -21,7 +21,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
     # centre point, and every table carries 95 % intervals and paired differences to the baseline (the
     # protocol card). Table 4 runs the baseline and Ada-DF (-p noise_methods adds SCN and SLM-AEA); Table 1
     # one seed on three values per hyper-parameter around the preset (the full grid: -p sensitivity_grid
-    # None). Everything fits 30 minutes on 2 CPU cores (README, "Results on SynthFER").
+    # None). Timings: docs/MEASUREMENTS.md; what this budget resolves: docs/RESULTS.md.
     # SynthFER runs start from a ResNet-18 pretrained on a separate SynthFER pool (pretrain.py), as the
     # paper's start from MS-Celeb-1M weights; -p pretrained None trains from scratch.
     "synthfer": dict(epochs=None, seeds=[0, 1, 2], pretrained=SYNTHFER_BACKBONE,

@@ -48,7 +48,7 @@ def reference_root() -> Path:
     return project_root() / "results" / "reference"
 
 
-def parse_value(value: Any) -> Any:
+def parameter_value(value: Any) -> Any:
     """A parameter as ``adadf reproduce -p`` reads it: text is JSON (true, null, 3, [0, 1], {"a": 1}), else
     a Python literal (True, None, (0, 1)), else the text itself; other values are returned as they are."""
     if not isinstance(value, str):
@@ -64,8 +64,8 @@ def parse_value(value: Any) -> Any:
 
 
 def parse(*values: Any):
-    """``parse_value`` of each value (one value: returned alone) — for a notebook's own parameters."""
-    out = tuple(parse_value(v) for v in values)
+    """``parameter_value`` of each value (one value: returned alone) — for a notebook's own parameters."""
+    out = tuple(parameter_value(v) for v in values)
     return out[0] if len(out) == 1 else out
 
 
@@ -111,7 +111,7 @@ def display_path(path: str | Path) -> str:
 def resolve_pretrained(pretrained: Any, dataset: str, quick: bool = False, device: str = "auto") -> str | None:
     """``"auto"``: the budget's weights for ``dataset``; ``"synthfer-backbone"``: the SynthFER-pretrained
     ResNet-18's file (pretrained once, then reused); ``None``: from scratch; else the path given."""
-    pretrained = parse_value(pretrained)
+    pretrained = parameter_value(pretrained)
     if pretrained == AUTO:
         pretrained = budget_for(dataset, quick).get("pretrained")
     if pretrained == SYNTHFER_BACKBONE:
@@ -165,6 +165,34 @@ def _abs(path: str | Path) -> Path:
     return p if p.is_absolute() else project_root() / p
 
 
+def base_config(dataset: str = "synthfer", data_root: str | None = None, epochs: int | None = None,
+                seeds: Sequence[int] | str = AUTO, device: str = "auto", profile: str = "official",
+                quick: bool = False, train_overrides: dict | str | None = None,
+                **overrides) -> tuple[TrainConfig, list[int]]:
+    """The resolved base config and the seeds that a notebook's parameters give (no weights yet, nothing
+    written): ``adadf reproduce`` calls it for every notebook before anything runs, so that a bad ``-p``
+    value fails at once, naming the parameter."""
+    dataset, data_root, epochs, seeds, device, profile, quick = parse(
+        dataset, data_root, epochs, seeds, device, profile, quick)
+    train_overrides = parameter_value(train_overrides) or {}
+    if not isinstance(train_overrides, dict):
+        raise ValueError(f"train_overrides must be a dict of TrainConfig fields, got {train_overrides!r}")
+    if not isinstance(quick, bool):
+        raise ValueError(f"quick={quick!r} is not valid; expected true or false")
+    values = dict(QUICK_RUN) if quick else {}
+    if epochs is not None:
+        values["epochs"] = epochs               # checked with the config: an integer >= 1
+    values.update({k: parameter_value(v) for k, v in {**train_overrides, **overrides}.items() if v is not None})
+    if data_root is not None:
+        values["data_root"] = str(_abs(data_root))
+    if seeds == AUTO:
+        seeds = budget_for(dataset, quick)["seeds"]
+    seeds = list(seeds) if isinstance(seeds, (list, tuple)) else [seeds]
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ValueError(f"seeds={seeds!r} is not valid; expected \"auto\", a seed or a list of seeds (integers >= 0)")
+    return resolve_config(make_config(dataset, profile, device=device, seed=seeds[0], **values)), seeds
+
+
 def setup(dataset: str = "synthfer", data_root: str | None = None, output_dir: str | None = None,
           runs_dir: str | None = None, epochs: int | None = None, seeds: Sequence[int] | str = AUTO,
           device: str = "auto", profile: str = "official", quick: bool = False, reuse_runs: bool = True,
@@ -174,27 +202,12 @@ def setup(dataset: str = "synthfer", data_root: str | None = None, output_dir: s
     ``"auto"``, text values). Relative paths are taken from the repository root (so a notebook opened in
     notebooks/ writes to <repo>/results/...). ``quick`` shrinks the run to ``budgets.QUICK_RUN`` (tests);
     ``train_overrides`` and ``overrides`` are extra TrainConfig fields."""
-    dataset, data_root, output_dir, runs_dir, epochs, seeds, device, profile, quick, reuse_runs = parse(
-        dataset, data_root, output_dir, runs_dir, epochs, seeds, device, profile, quick, reuse_runs)
-    train_overrides = parse_value(train_overrides) or {}
-    if not isinstance(train_overrides, dict):
-        raise ValueError(f"train_overrides must be a dict of TrainConfig fields, got {train_overrides!r}")
+    cfg, seeds = base_config(dataset, data_root, epochs, seeds, device, profile, quick, train_overrides, **overrides)
+    dataset, output_dir, runs_dir, quick, reuse_runs = parse(dataset, output_dir, runs_dir, quick, reuse_runs)
     out = output_folder(output_dir, dataset, bool(quick))
     runs_root = check_not_reference(_abs(runs_dir) if runs_dir else out / "runs")
     for p in (out / "figures", out / "tables", runs_root):
         p.mkdir(parents=True, exist_ok=True)
-    values = dict(QUICK_RUN) if quick else {}
-    if epochs is not None:
-        values["epochs"] = int(epochs)
-    values.update({k: parse_value(v) for k, v in {**train_overrides, **overrides}.items() if v is not None})
-    if data_root is not None:
-        values["data_root"] = str(_abs(data_root))
-    if seeds == AUTO:
-        seeds = budget_for(dataset, bool(quick))["seeds"]
-    seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
-    if not seeds:
-        raise ValueError("seeds must name at least one seed")
-    cfg = resolve_config(make_config(dataset, profile, device=device, seed=seeds[0], **values))
     # the weights last: a bad parameter fails before the SynthFER backbone is pretrained
     pretrained = resolve_pretrained(pretrained, dataset, bool(quick), device)
     if pretrained is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import nbformat
 
 from adadf_core.pipeline.budgets import budget_for
-from adadf_core.pipeline.notebook import display_path, parse_value, project_root, quick_folder
+from adadf_core.pipeline.notebook import base_config, display_path, parameter_value, project_root, quick_folder
 
 
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
@@ -90,10 +91,27 @@ def validate_overrides(overrides: Mapping[str, Any], declared: Mapping[str, Mapp
                                 f"Known parameters: {', '.join(known)}")
 
 
+def check_parameters(declared: Mapping[str, Mapping[str, str]], per_book: Mapping[str, Mapping[str, Any]]) -> None:
+    """Every notebook's parameters as its set-up will read them, checked before anything runs or moves: a
+    true/false parameter gets true or false, and the training parameters give a valid base config
+    (``notebook.base_config``). Raises ``PipelineError`` naming the notebook, the parameter and what was expected."""
+    names = [k for k, p in inspect.signature(base_config).parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    for book, passed in per_book.items():
+        values = effective_parameters(declared[book], passed)
+        for key, text in declared[book].items():
+            if isinstance(parameter_value(text), bool) and not isinstance(values[key], bool):
+                raise PipelineError(f"{book}: -p {key}={values[key]!r} is not valid; expected true or false")
+        if "epochs" in values or "seeds" in values:
+            try:
+                base_config(**{k: values[k] for k in names if k in values})
+            except ValueError as exc:
+                raise PipelineError(f"{book}: {exc} (a -p value or the notebook's own parameter)") from None
+
+
 def effective_parameters(declared: Mapping[str, str], passed: Mapping[str, Any]) -> dict[str, Any]:
     """Every parameter a notebook runs with: its own defaults (the parameters cell's values) overlaid
     with what the pipeline passes."""
-    values = {name: parse_value(text) for name, text in declared.items()}
+    values = {name: parameter_value(text) for name, text in declared.items()}
     values.update({k: v for k, v in passed.items() if k in declared})
     return json.loads(json.dumps(values, default=str))
 

@@ -11,6 +11,7 @@ are reused).
 from __future__ import annotations
 
 import csv
+import datetime as _dt
 import io
 import json
 import os
@@ -26,7 +27,9 @@ import torch
 
 from adadf_core import __version__
 from adadf_core.pipeline.notebook import project_root
+from adadf_core.pipeline.captions import CAPTIONS
 from adadf_core.pipeline.parameters import parameter_differences, PipelineError
+from adadf_core.pipeline.summary import headline
 from adadf_core.runtime.device import environment, select_device
 from adadf_core.studies.protocol import column_title, half_width
 from adadf_core.utils.fileio import unique_path, write_text
@@ -96,12 +99,13 @@ def write_index(output: Path, record: Mapping[str, Any]) -> Path:
     output = Path(output)
     timings = read_timings(output / "timings.csv")
     prov = record.get("provenance", {})
-    lines = [f"# Ada-DF reproduction results: {record.get('dataset')}", "",
-             f"Written by `adadf reproduce` on {record.get('written', '')}.", "",
-             f"Command: `{prov.get('command', '')}`", "", "## Provenance", ""]
-    lines += [f"- {k}: {v}" for k, v in prov.items() if k != "command"]
-    lines += ["", "## Parameters", "", "```json", json.dumps(record.get("parameters", {}), indent=2,
-                                                             sort_keys=True, default=str), "```", "",
+    lines = [f"# Ada-DF reproduction results: {record.get('dataset')}", ""]
+    top = headline(output)
+    if top:
+        lines += ["## Headline", "", *top, "", "(docs/RESULTS.md says how to read an interval and a verdict.)", ""]
+    lines += [f"Written by `adadf reproduce`: started {_started(timings) or record.get('written', '')}, finished "
+              f"{max(str(r['finished_at']) for r in timings) if timings else 'not yet'}.", "",
+              f"Command: `{prov.get('command', '')}`", "",
               "## Notebooks", "", "| notebook | status | seconds | executed copy |", "|---|---|---|---|"]
     for r in timings:
         nb = Path("notebooks") / r["notebook"]
@@ -122,12 +126,26 @@ def write_index(output: Path, record: Mapping[str, Any]) -> Path:
     lines += ["## Figures", ""]
     figures = sorted((output / "figures").glob("*.png"))
     for f in figures:
-        lines += [f"### {f.stem}", "", f"![{f.stem}](figures/{f.name})", ""]
+        lines += [f"### {f.stem}", "", *([CAPTIONS[f.stem], ""] if f.stem in CAPTIONS else []),
+                  f"![{f.stem}](figures/{f.name})", ""]
     if not figures:
         lines += ["(none)", ""]
+    lines += ["## Provenance and parameters", "", *[f"- {k}: {v}" for k, v in prov.items() if k != "command"], "",
+              "<details><summary>every parameter (JSON)</summary>", "", "```json",
+              json.dumps(record.get("parameters", {}), indent=2, sort_keys=True, default=str), "```", "",
+              "</details>", ""]
     path = output / "README.md"
     write_text(path, "\n".join(lines))
     return path
+
+
+def _started(timings: list[dict]) -> str:
+    """When the first timed step started: its finish time less its seconds ("" without timings)."""
+    if not timings or not timings[0].get("finished_at"):
+        return ""
+    first = min(timings, key=lambda r: str(r["finished_at"]))
+    start = _dt.datetime.fromisoformat(str(first["finished_at"])) - _dt.timedelta(seconds=float(first["seconds"]))
+    return start.isoformat(timespec="seconds")
 
 
 def _resolution_lines(output: Path) -> list[str]:

@@ -89,11 +89,14 @@ def compare_with_reference(output: str | Path, reference: str | Path | None = No
     for status, _ in result["tables"].values():
         counts[status] = counts.get(status, 0) + 1
     result["counts"] = counts
+    result["backbone"] = _backbone_difference(ref_record, record)
     ref_commit = (ref_record.get("provenance") or {}).get("commit")
     lines = ["# Comparison with the committed reference", "",
              f"Reference: `{display_path(reference)}` (commit {ref_commit or 'not recorded'}); this run: commit "
              f"{(record.get('provenance') or {}).get('commit') or 'not recorded'}.", "",
              "Tables: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ".", ""]
+    if result["backbone"]:
+        lines += [result["backbone"], ""]
     if result["parameters"]:
         lines += ["Parameters differ from the reference's, so numbers are not expected to agree: " +
                   "; ".join(result["parameters"][:8]) + (" ..." if len(result["parameters"]) > 8 else ""), ""]
@@ -103,6 +106,16 @@ def compare_with_reference(output: str | Path, reference: str | Path | None = No
     return result
 
 
+def _backbone_difference(reference: Mapping[str, Any], mine: Mapping[str, Any]) -> str:
+    """A sentence when both records name the SynthFER backbone they started from and the files differ."""
+    theirs, ours = reference.get("synthfer_backbone_sha256"), mine.get("synthfer_backbone_sha256")
+    if not theirs or not ours or theirs == ours:
+        return ""
+    return (f"Your SynthFER backbone (sha256 {ours[:12]}) is not the reference's ({theirs[:12]}); every SynthFER run "
+            "starts from it, so the numbers cannot agree. Delete data/synthfer_resnet18_pretrained.pth (and its "
+            ".pool, .run and .json beside it) to pretrain it again with this code.")
+
+
 def print_comparison(result: Mapping[str, Any], stream=None) -> None:
     stream = stream or sys.stdout
     if not result.get("reference"):
@@ -110,6 +123,8 @@ def print_comparison(result: Mapping[str, Any], stream=None) -> None:
         return
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result["counts"].items()))
     print(f"\ncompared with the reference {display_path(result['reference'])}: {counts}", file=stream)
+    if result.get("backbone"):
+        print(f"  {result['backbone']}", file=stream)
     if result["parameters"]:
         print(f"  (parameters differ from the reference's: {len(result['parameters'])} difference(s), "
               f"e.g. {result['parameters'][0]})", file=stream)

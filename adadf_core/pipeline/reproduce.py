@@ -24,20 +24,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+import pandas as pd
 import papermill
 from nbclient.exceptions import DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 
 from adadf_core.pipeline.budgets import BUDGETS, SYNTHFER_BACKBONE
-from adadf_core.pipeline.notebook import check_not_reference, parse_value, project_root, quick_folder
-from adadf_core.pipeline.parameters import (default_output, effective_parameters, find_notebooks, notebook_inputs,
-                                        notebook_parameters, PipelineError, validate_overrides)
+from adadf_core.pipeline.notebook import (check_not_reference, display_path, parameter_value, project_root,
+                                         quick_folder, reference_root)
+from adadf_core.pipeline.parameters import (check_parameters, default_output, effective_parameters, find_notebooks,
+                                            notebook_inputs, notebook_parameters, PipelineError, validate_overrides)
 from adadf_core.pipeline.provenance import check_output, provenance, read_record, write_index, write_timings
 from adadf_core.pipeline.reference import compare_with_reference, print_comparison, promote_reference
 from adadf_core.pipeline.summary import update_readme
 from adadf_core.studies.experiments import DEVICES_VARIABLE, parse_devices
 from adadf_core.studies import pretrain
-from adadf_core.utils.fileio import write_text
+from adadf_core.utils.fileio import sha256_file, write_text
 from adadf_core.utils.progress import MODE_VARIABLE, bar
 
 
@@ -48,6 +50,15 @@ class NotebookFailedError(RuntimeError):
         self.notebook, self.cell_index, self.source = notebook, cell_index, source
         self.ename, self.evalue, self.output = ename, evalue, output
         super().__init__(f"{notebook} failed in cell {cell_index}: {ename}: {evalue}")
+
+
+class ReproduceInterrupted(RuntimeError):
+    """Ctrl-C while a notebook ran: the index and timings say "interrupted"; finished runs are kept."""
+
+    def __init__(self, notebook: str, output: Path):
+        self.notebook, self.output = notebook, output
+        super().__init__(f"interrupted during {notebook}; the index ({display_path(output / 'README.md')}) says so. "
+                         "Run the same command again to continue: finished runs are reused")
 
 
 @dataclass
@@ -68,6 +79,20 @@ def _print_failure(err: NotebookFailedError, stream=None) -> None:
     print(f"\n{bar}\nnotebook {err.notebook} FAILED in cell {err.cell_index} of the executed copy\n{bar}\ncell source:\n"
           f"{err.source}\n{bar}\n{err.ename}: {err.evalue}\n{bar}\n"
           f"the executed notebook (with the traceback) is at {err.output}", file=stream)
+
+
+def plan_line(dataset: str, books: Sequence[Path], output: Path, quick: bool) -> str:
+    """What a run of ``reproduce`` is about to do, in one line: the notebooks, where results go, what is reused
+    and, from the committed reference's timings, how long the reference took (when there is one)."""
+    runs = list((output / "runs").glob("*/summary.json"))
+    reuse = f"{len(runs)} finished runs in it are reused" if runs else "every run is trained"
+    line = (f"adadf reproduce: {len(books)} notebook(s) ({books[0].stem[:2]}-{books[-1].stem[:2]}) for {dataset} "
+            f"into {display_path(output)}; {reuse}")
+    timings = reference_root() / dataset / "timings.csv"
+    if not quick and len(books) > 1 and timings.is_file():
+        minutes = pd.read_csv(timings)["seconds"].sum() / 60
+        line += f"; the committed reference took {minutes:.0f} min from scratch (docs/MEASUREMENTS.md: its machine)"
+    return line
 
 
 def reproduce(dataset: str = "synthfer", data_root: str | None = None, output: str | Path | None = None,
@@ -108,6 +133,7 @@ def reproduce(dataset: str = "synthfer", data_root: str | None = None, output: s
     except ValueError as exc:
         raise PipelineError(str(exc)) from None
     per_book = notebook_inputs(declared, dataset, data_root, output, quick, device, profile, params)
+    check_parameters(declared, per_book)
     used = {k: v for name in per_book for k, v in per_book[name].items()}
     command = command or f"reproduce(dataset={dataset!r})"
     record = {"dataset": dataset, "parameters": used, "notebooks": [b.name for b in books],
@@ -127,14 +153,18 @@ def reproduce(dataset: str = "synthfer", data_root: str | None = None, output: s
     for sub in ("notebooks", "figures", "tables", "runs"):
         (output / sub).mkdir(exist_ok=True)
     write_text(output / "pipeline.json", json.dumps(record, indent=2, sort_keys=True, default=str))
+    print(plan_line(dataset, books, output, quick), flush=True)
     result = Result(output=output)
     _pretrain_if_asked(per_book, result, device, progress)
+    _record_backbone(record, per_book, output)
     failure = _run_notebooks(books, per_book, output, result, kernel_name, progress, devices)
     write_timings(output, result.timings)
     comparison = compare_with_reference(output, dataset=dataset) if compare and not failure else {"reference": None}
     write_index(output, record)
     result.figures = sorted((output / "figures").glob("*.png"))
     result.tables = sorted((output / "tables").glob("*.csv"))
+    if isinstance(failure, ReproduceInterrupted):
+        raise failure
     if failure:
         _print_failure(failure)
         raise failure
@@ -145,7 +175,8 @@ def reproduce(dataset: str = "synthfer", data_root: str | None = None, output: s
 
 
 def _run_notebooks(books: Sequence[Path], per_book: Mapping[str, dict], output: Path, result: Result,
-                   kernel_name: str, progress: bool, devices: Sequence[str] = ()) -> Optional[NotebookFailedError]:
+                   kernel_name: str, progress: bool, devices: Sequence[str] = ()
+                   ) -> Optional[NotebookFailedError | ReproduceInterrupted]:
     """Execute ``books`` in order into ``<output>/notebooks`` (``ADADF_PROGRESS=lines`` for their kernels:
     executed notebooks read as logs; ``ADADF_DEVICES`` when several ``devices`` share the studies' runs);
     timings go to ``result``. Stops at, and returns, the first failure."""
@@ -166,9 +197,14 @@ def _run_notebooks(books: Sequence[Path], per_book: Mapping[str, dict], output: 
             try:
                 papermill.execute_notebook(str(book), str(out_nb), parameters=per_book[book.name],
                                            kernel_name=kernel_name, cwd=str(book.parent), progress_bar=False)
+            except KeyboardInterrupt:
+                status, failure = "interrupted", ReproduceInterrupted(book.name, output)
             except PapermillExecutionError as exc:
-                status = "failed"
-                failure = NotebookFailedError(book.name, exc.cell_index, exc.source, exc.ename, exc.evalue, out_nb)
+                if exc.ename == "KeyboardInterrupt":    # Ctrl-C reached the kernel first
+                    status, failure = "interrupted", ReproduceInterrupted(book.name, output)
+                else:
+                    status = "failed"
+                    failure = NotebookFailedError(book.name, exc.cell_index, exc.source, exc.ename, exc.evalue, out_nb)
             except DeadKernelError as exc:        # the kernel was killed (kill -9, out of memory)
                 status = "kernel died"
                 failure = NotebookFailedError(book.name, "?", "(the cell that was running when the kernel died)",
@@ -205,6 +241,15 @@ def _pretrain_if_asked(per_book: dict, result: Result, device: str, progress: bo
     pretrain.synthfer_backbone(device=device, progress=progress)
     result.timings.append(dict(notebook="pretrain-synthfer", seconds=f"{time.perf_counter() - start:.1f}",
                                status="ok", finished_at=_dt.datetime.now().isoformat(timespec="seconds")))
+
+
+def _record_backbone(record: dict, per_book: dict, output: Path) -> None:
+    """Every SynthFER run starts from the backbone file: its SHA-256 goes into ``pipeline.json``, so that
+    the comparison with the reference can name a different backbone first (``reference.compare_with_reference``)."""
+    uses_backbone = any(book.get("pretrained") == SYNTHFER_BACKBONE for book in per_book.values())
+    if uses_backbone and pretrain.default_path().is_file():
+        record["synthfer_backbone_sha256"] = sha256_file(pretrain.default_path())[1]
+        write_text(output / "pipeline.json", json.dumps(record, indent=2, sort_keys=True, default=str))
 
 
 def _print_summary(result: Result) -> None:
@@ -270,7 +315,7 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
                     print(f"results block rewritten from the new reference: {readme}")
             print_comparison(compare_with_reference(output, dataset=args.dataset))
             return 0
-        params = {name: parse_value(value) for name, value in args.parameter}
+        params = {name: parameter_value(value) for name, value in args.parameter}
         reproduce(dataset=args.dataset, data_root=args.data_root, output=args.output, quick=args.quick,
                   only=args.only, device=args.device, profile=args.profile, params=params, force=args.force,
                   notebooks_dir=args.notebooks, progress=not args.no_progress, compare=not args.no_compare,
@@ -281,4 +326,7 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
         return 2
     except NotebookFailedError:
         return 1
+    except (ReproduceInterrupted, KeyboardInterrupt) as stop:        # Ctrl-C: one line, not a traceback
+        print(f"adadf reproduce: {str(stop) or 'interrupted before the notebooks started'}", file=sys.stderr)
+        return 130
     return 0

@@ -110,3 +110,32 @@ def update_readme(readme: str | Path, reference: str | Path) -> bool:
     if new != old:
         write_text(readme, new)
     return new != old
+
+
+def headline(folder: str | Path) -> list[str]:
+    """Up to three lines for a results index: Ada-DF − baseline at the last epoch in the ablation, in the
+    comparison's strongest other method, and at the highest noise rate, each with its 95 % interval, seeds and
+    verdict (from the folder's tables; a table that is not there gives no line)."""
+    tables, lines = Path(folder) / "tables", []
+
+    def line(what: str, row: pd.Series) -> str:
+        return (f"- {what}: {100 * row['diff_last_acc']:+.2f} points {_interval(row, 'diff_last_acc', signed=True)} "
+                f"at the last epoch, seeds {row['seeds']}: **{verdict(row['diff_last_acc_lo'], row['diff_last_acc_hi'])}**")
+
+    if (tables / "03_ablation.csv").is_file():
+        ablation = pd.read_csv(tables / "03_ablation.csv").set_index("variant")
+        if "adadf" in ablation.index and int(ablation.loc["adadf", "pairs"] or 0):
+            lines.append(line("Ada-DF − baseline (Table 2)", ablation.loc["adadf"]))
+    if (tables / "comparison.csv").is_file():
+        comp = pd.read_csv(tables / "comparison.csv")
+        others = comp[~comp["method"].isin(["baseline", "adadf"]) & (comp["pairs"].fillna(0) > 0)]
+        if len(others):
+            best = others.sort_values("last_acc").iloc[-1]
+            lines.append(line(f"{NAMES.get(best['method'], best['method'])} − baseline (the best other method)", best))
+    if (tables / "07_noise.csv").is_file():
+        noise = pd.read_csv(tables / "07_noise.csv")
+        noise["rate"] = pd.to_numeric(noise["noise"], errors="coerce")
+        top = noise[(noise["method"] == "adadf") & (noise["pairs"].fillna(0) > 0)].sort_values("rate")
+        if len(top) and top["rate"].iloc[-1] > 0:
+            lines.append(line(f"Ada-DF − baseline at {top['rate'].iloc[-1]:.0%} label noise (Table 4)", top.iloc[-1]))
+    return lines

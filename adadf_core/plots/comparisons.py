@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from adadf_core.studies.groundtruth import TARGETS
+from adadf_core.studies.paper import PAPER_NUMBERS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -26,42 +27,56 @@ def _interval(t: pd.DataFrame, col: str):
 
 
 def _paper_panel(ax, names: Sequence[str], values, backbones: Sequence[str], source: str) -> None:
-    """The papers' own numbers on an axis of their own, each bar labelled with its backbone."""
+    """The papers' own numbers on an axis of their own, each point labelled with its backbone; a number
+    whose backbone its source does not state is drawn hollow and grey (not comparable)."""
     x = np.arange(len(names))
     vals = np.asarray(values, dtype=float)
-    ax.bar(x[~np.isnan(vals)], vals[~np.isnan(vals)], 0.6, color="0.6")
+    shared = backbones[0] if len(set(backbones)) == 1 and backbones[0] and "not stated" not in backbones[0] else None
     for xi, v, bb in zip(x, vals, backbones):
-        if not np.isnan(v):
-            ax.text(xi, v, f"{100 * v:.2f}\n{bb}", ha="center", va="bottom", fontsize=7)
+        if np.isnan(v):
+            continue
+        stated = bb and "not stated" not in bb
+        ax.plot(xi, v, "o", ms=7, color="0.25" if stated else "0.65", mfc=None if stated else "none")
+        label = f"{100 * v:.2f}" if shared else f"{100 * v:.2f}\n{bb if stated else 'backbone not stated'}"
+        ax.annotate(label, (xi, v), xytext=(0, 6),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=7,
+                    color="black" if stated else "0.45")
     lo = np.nanmin(vals) if np.isfinite(vals).any() else 0.5
     ax.set_xticks(x, names, rotation=20)
-    ax.set(ylim=(max(0, lo - 0.06), min(1.0, np.nanmax(vals) + 0.05) if np.isfinite(vals).any() else 1),
-           title=f"the papers' numbers ({source})", ylabel="test accuracy (best epoch)")
+    ax.set_xlim(-0.5, len(names) - 0.5)
+    ax.set(ylim=(max(0, lo - 0.04), min(1.0, np.nanmax(vals) + 0.05) if np.isfinite(vals).any() else 1),
+           title=f"the papers' numbers ({source}{', ' + shared if shared else ''})", ylabel="test accuracy (best epoch)")
 
 
 def ablation_bars(table: pd.DataFrame):
-    """Table 2 (and the comparison) as a protocol card: per variant the best (test-selected), last and
-    mean-of-last-k accuracy, mean over seeds with 95 % interval bars; the paired difference to the
-    baseline in a second panel; the papers' numbers (with their backbones) in a third panel of their
-    own, never on the same axis as our bars."""
+    """Table 2 (and the comparison) as a protocol card, as dots with intervals (no bars on a cut axis): per
+    variant the best (test-selected), last and mean-of-last-k accuracy, mean over seeds with its 95 %
+    interval, and each seed's last-epoch accuracy as a small hollow dot; the paired difference to the
+    baseline in a second panel (0 marked); the papers' numbers (with their backbones) in a third panel of
+    their own, never on the same axis as ours. Legends sit below the panels."""
     t = table
     names = [str(n) for n in t.index]
     x = np.arange(len(names))
     has_paper = "paper_best_acc" in t and t["paper_best_acc"].notna().any()
     has_diff = "diff_last_acc" in t and t["diff_last_acc"].notna().any()
     ncols = 1 + has_diff + has_paper
-    fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, 4.4), squeeze=False)
-    ax = axes[0, 0]
-    w = 0.27
+    fig, axes = plt.subplots(1, ncols, figsize=(6.0 * ncols, 4.6), squeeze=False)
+    ax, w = axes[0, 0], 0.22
     for j, (col, label) in enumerate(SELECTION_STYLE):
         if col in t:
-            ax.bar(x + (j - 1) * w, t[col].to_numpy(), w, yerr=_interval(t, col), capsize=3, label=label)
-    lo = float(np.nanmin(t[[c for c, _ in SELECTION_STYLE if c in t]].to_numpy()))
+            ax.errorbar(x + (j - 1) * w, t[col].to_numpy(), yerr=_interval(t, col), fmt="o", capsize=3,
+                        label=f"{label}: mean [95 % CI]")
+    runs = pd.DataFrame(t.attrs.get("runs", []))
+    if len(runs) and "last_acc" in runs:
+        key = next(c for c in runs.columns if c not in ("seed", "best_acc", "last_acc", "mean_last_k_acc"))
+        pos = {n: i for i, n in enumerate(names)}
+        mine = runs[runs[key].astype(str).isin(pos)]
+        ax.scatter(mine[key].astype(str).map(pos), mine["last_acc"], s=14, facecolor="none",
+                   edgecolor="0.3", zorder=3, label="each seed (last)")
     seeds = int(t["runs"].max()) if "runs" in t else 1
     ax.set_xticks(x, names, rotation=20)
-    ax.set(ylabel="test accuracy", ylim=(max(0, lo - 0.08), min(1, float(np.nanmax(t["best_acc"])) + 0.06)),
-           title=f"ours: mean of {seeds} seed(s), 95 % interval")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set(ylabel="test accuracy (fraction)", title=f"this study: {seeds} seed(s)")
+    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     k = 1
     if has_diff:
         ax = axes[0, k]
@@ -69,11 +84,12 @@ def ablation_bars(table: pd.DataFrame):
         for j, (col, label) in enumerate(SELECTION_STYLE):
             d = f"diff_{col}"
             if d in t:
-                ax.bar(x + (j - 1) * w, t[d].to_numpy(), w, yerr=_interval(t, d), capsize=3, label=label)
+                ax.errorbar(x + (j - 1) * w, t[d].to_numpy(), yerr=_interval(t, d), fmt="o", capsize=3,
+                            label=f"{label}: mean [95 % CI]")
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(x, names, rotation=20)
-        ax.set(ylabel="paired difference to the baseline", title="Δ vs baseline (same seeds), 95 % interval")
-        ax.legend(fontsize=7)
+        ax.set(ylabel="paired difference to the baseline", title="Δ vs baseline (same seeds)")
+        ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     if has_paper:
         src = str(t["paper_source"].iloc[0]) if "paper_source" in t else "paper"
         backbones = list(t["paper_backbone"]) if "paper_backbone" in t else \
@@ -108,45 +124,67 @@ def sensitivity_lines(table: pd.DataFrame):
 
 
 def noise_plot(table: pd.DataFrame):
-    """Table 4: accuracy against symmetric noise rate, one colour per method, last epoch solid and best
-    (test-selected) dashed, mean over seeds with a 95 % band; the paper's numbers (RAF-DB) in a panel of
-    their own; external-label-file rows as text beside the axes."""
+    """Table 4: test accuracy against the symmetric noise rate, one colour per method: the last epoch's mean
+    over seeds (solid) with its 95 % interval as error bars and every seed as a dot (so one collapsed seed
+    shows as one dot, not as a wide band); best (test-selected) dashed. The paper's numbers (RAF-DB, Table 4,
+    and Table 2 at 0 %) in a panel of their own; external-label-file rows as text beside the axes."""
     has_paper = "paper_acc" in table and table["paper_acc"].notna().any()
-    fig, axes = plt.subplots(1, 1 + has_paper, figsize=(7 + 4.5 * has_paper, 4.2), squeeze=False,
+    fig, axes = plt.subplots(1, 1 + has_paper, figsize=(7.5 + 4.5 * has_paper, 4.2), squeeze=False,
                              gridspec_kw={"width_ratios": [1.6, 1][: 1 + has_paper]})
-    ax = axes[0, 0]
-    cmap = plt.get_cmap("tab10")
+    ax, cmap = axes[0, 0], plt.get_cmap("tab10")
     numeric = pd.to_numeric(table["noise"], errors="coerce")
-    for i, m in enumerate(dict.fromkeys(table["method"])):
+    methods = list(dict.fromkeys(table["method"]))
+    runs = pd.DataFrame(table.attrs.get("runs", []))
+    rates = sorted(numeric.dropna().unique())
+    step = (min(np.diff(rates)) if len(rates) > 1 else 0.1) * 0.06
+    for i, m in enumerate(methods):
         sub = table[(table["method"] == m) & numeric.notna()].assign(rate=numeric).sort_values("rate")
         if not len(sub):
             continue
-        for col, style, label in (("last_acc", "s-", "last"), ("best_acc", "o--", "best (test-selected)")):
-            ax.plot(sub["rate"], sub[col], style, color=cmap(i), alpha=1 if col == "last_acc" else 0.6,
-                    label=f"{m} {label}")
-            if f"{col}_lo" in sub and sub[f"{col}_lo"].notna().any():
-                ax.fill_between(sub["rate"], sub[f"{col}_lo"], sub[f"{col}_hi"], color=cmap(i),
-                                alpha=0.15 if col == "last_acc" else 0.06)
+        shift = (i - (len(methods) - 1) / 2) * step          # methods side by side at each rate
+        if "last_acc_lo" in sub and sub["last_acc_lo"].notna().any():
+            err = [sub["last_acc"] - sub["last_acc_lo"], sub["last_acc_hi"] - sub["last_acc"]]
+            ax.errorbar(sub["rate"] + shift, sub["last_acc"], yerr=err, fmt="s-", color=cmap(i), capsize=3,
+                        label=f"{m}: last epoch, mean [95 % CI]")
+        else:
+            ax.plot(sub["rate"] + shift, sub["last_acc"], "s-", color=cmap(i), label=f"{m}: last epoch")
+        ax.plot(sub["rate"] + shift, sub["best_acc"], "o--", color=cmap(i), alpha=0.5, label=f"{m}: best (test-selected)")
+        if len(runs):
+            mine = runs[(runs["method"] == m) & pd.to_numeric(runs["noise"], errors="coerce").notna()]
+            ax.scatter(pd.to_numeric(mine["noise"]) + shift, mine["last_acc"], s=16, facecolor="none",
+                       edgecolor=cmap(i), zorder=3, label=f"{m}: each seed (last)")
     files = table[numeric.isna()]
     if len(files):
         text = "\n".join(f"{r.method} @ {r.noise}: last {r.last_acc:.2%}" for r in files.itertuples())
         ax.text(1.02, 0.0, "label files:\n" + text, transform=ax.transAxes, fontsize=7, va="bottom")
     seeds = int(table["runs"].max()) if "runs" in table else 1
-    ax.set(xlabel="symmetric noise rate", ylabel="test accuracy",
-           title=f"label noise (paper Table 4): ours, {seeds} seed(s), 95 % band")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_xticks(rates, [f"{r:.0%}" for r in rates])
+    ax.set(xlabel="symmetric label noise", ylabel="test accuracy (fraction)",
+           title=f"label noise (paper Table 4): this study, {seeds} seed(s)")
+    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     if has_paper:
-        pap = table[table["paper_acc"].notna()].assign(rate=numeric).sort_values(["method", "rate"])
-        ax2 = axes[0, 1]
-        for i, m in enumerate(dict.fromkeys(table["method"])):
-            sub = pap[pap["method"] == m]
-            if len(sub):
-                ax2.plot(sub["rate"], sub["paper_acc"], "o-", color=cmap(i), label=m)
-        src = str(table["paper_source"].iloc[0]) if "paper_source" in table else "paper"
-        ax2.set(xlabel="symmetric noise rate", title=f"the paper's numbers\n({src})")
-        ax2.legend(fontsize=7)
+        _paper_noise_panel(axes[0, 1], table, methods, cmap)
     fig.tight_layout()
     return fig
+
+
+def _paper_noise_panel(ax, table: pd.DataFrame, methods: list, cmap) -> None:
+    """The paper's Table 4 numbers per method, with Table 2's clean (0 %) number where it has one."""
+    numeric = pd.to_numeric(table["noise"], errors="coerce")
+    pap = table[table["paper_acc"].notna()].assign(rate=numeric).sort_values(["method", "rate"])
+    clean = PAPER_NUMBERS["ablation"]["raf"]
+    for i, m in enumerate(methods):
+        sub = pap[pap["method"] == m]
+        xs, ys = list(sub["rate"]), list(sub["paper_acc"])
+        if m in clean and isinstance(clean[m], float):
+            xs, ys = [0.0] + xs, [clean[m] / 100] + ys
+        if xs:
+            ax.plot(xs, ys, "o-", color=cmap(i), label=m)
+    src = str(table["paper_source"].iloc[0]) if "paper_source" in table else "paper"
+    ax.set_xticks([0.0, 0.1, 0.2, 0.3], ["0%", "10%", "20%", "30%"])
+    ax.set_xlabel("symmetric label noise")
+    ax.set_title(f"the paper's numbers\n{src}; 0 %: Table 2 (best epoch)", fontsize=9)
+    ax.legend(fontsize=7)
 
 
 def ground_truth_panels(divergence: pd.DataFrame, attention: pd.DataFrame, example: pd.DataFrame):

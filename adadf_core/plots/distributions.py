@@ -136,13 +136,19 @@ def divergence_curves(run):
     cols = [f"{kind}_gt_{what}" for kind in ("kl", "js") for what in ("label", "class", "fused")]
     if not any(has_column(m, c) for c in cols):
         raise ValueError("metrics.csv has no divergence columns (kl_gt_*, js_gt_*): they exist on SynthFER only")
+    names = {"label": "d (label distribution)", "class": "D[y] (class distribution)", "fused": "f (fused target)"}
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for ax, kind in zip(axes, ("kl", "js")):
         for what in ("label", "class", "fused"):
             col = f"{kind}_gt_{what}"
             if has_column(m, col):
-                ax.plot(m["epoch"], m[col], marker=".", label=f"{kind.upper()}(gt ‖ {what})")
-        ax.set(title=f"{kind.upper()} divergence to the ground-truth votes", xlabel="epoch")
+                ax.plot(m["epoch"], m[col], marker="o", label=names[what])
+        ax.set(title=f"{kind.upper()}(votes ‖ ·): lower is closer to the annotators", xlabel="epoch",
+               ylabel=f"mean {kind.upper()} over training faces")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8)
+    cfg = getattr(run, "config", None)
+    who = f"{cfg.method}, seed {cfg.seed}: " if cfg is not None else ""
+    fig.suptitle(f"{who}divergence of each target to SynthFER's annotator votes", fontsize=10)
     fig.tight_layout()
     return fig

@@ -2,6 +2,7 @@
 notebook 01 (detections, the five-point template, before and after)."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -60,9 +61,9 @@ def synthfer_samples(root: str | Path, per_class: int = 8, split: str = "train")
 # Fig. 3: t-SNE and separability
 
 def prediction_panel(images, probs, class_names: Sequence[str], titles: Sequence[str] | None = None,
-                     votes=None):
+                     votes=None, note: str | None = None):
     """Notebook 09: each face beside its predicted class probabilities (and, for SynthFER, the annotators'
-    vote shares as a second set of bars)."""
+    vote shares as a second set of bars); ``note`` (what the model has seen) as the figure's heading."""
     n, c = len(images), len(class_names)
     fig, axes = plt.subplots(n, 2, figsize=(8, 1.9 * n), squeeze=False, gridspec_kw={"width_ratios": [1, 2.4]})
     y = np.arange(c)
@@ -82,6 +83,8 @@ def prediction_panel(images, probs, class_names: Sequence[str], titles: Sequence
         if k == 0:
             ax.legend(fontsize=7, loc="lower right")
     axes[-1, 1].set_xlabel("probability")
+    if note:
+        fig.suptitle("\n".join(textwrap.wrap(note, 95)), fontsize=8, color="tab:red")
     fig.tight_layout()
     return fig
 

@@ -30,8 +30,9 @@ class RunLock:
     """An exclusive OS lock (``fcntl.flock``) on ``<run_dir>/.lock``, held while a run writes the folder.
     The OS drops it when the process ends, however it ends, so a stale lock file never blocks anyone."""
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, created: bool = False):
         self.path = Path(run_dir) / ".lock"
+        self.created = created        # this run made the folder: released with nothing in it, it goes again
         self._fh = None
 
     def acquire(self, blocking_error: bool = True) -> bool:
@@ -54,10 +55,15 @@ class RunLock:
         return True
 
     def release(self) -> None:
+        """Unlock; a folder this run created that still holds only bookkeeping (a run that failed before
+        writing anything) is removed, so a failed ``adadf train`` leaves no empty folder behind."""
         if self._fh is not None:
             fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None
+            folder = self.path.parent
+            if self.created and not any(not p.name.startswith(".") for p in folder.iterdir()):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def __enter__(self) -> "RunLock":
         self.acquire()

@@ -55,8 +55,9 @@ def open_run_dir(cfg: TrainConfig) -> tuple[Path, RunLock]:
         raise RunExistsError(f"--resume: {run_dir} does not exist: nothing to resume; check --run-dir, or "
                              "drop --resume to start a new run")
     try:
+        created = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(run_dir)
+        lock = RunLock(run_dir, created=created)
         lock.acquire()
     except (PermissionError, NotADirectoryError, FileNotFoundError, OSError) as error:
         if isinstance(error, RunExistsError):

@@ -189,6 +189,10 @@ def summarise(per_run: pd.DataFrame, by: Sequence[str] | str, order: Optional[Se
     card = protocol.protocol_card(per_run, by=by, baseline=baseline, order=order)
     for sel in protocol.SELECTIONS:
         card[sel] = protocol.metric_text(card, f"{sel}_acc")
+    # each run's accuracies, for the figures' per-seed dots (attrs: not written to the table's files)
+    keys = [by] if isinstance(by, str) else list(by)
+    cols = [c for c in (*keys, "seed", "best_acc", "last_acc", "mean_last_k_acc") if c in per_run]
+    card.attrs["runs"] = per_run[cols].to_dict("records")
     return card
 
 
@@ -296,6 +300,8 @@ def noise_study(base_cfg: TrainConfig, rates: Sequence[float] = DEFAULT_NOISE_RA
     paper = PAPER_NUMBERS["noise"]
     table["paper_acc"] = [noise_number(m, n) for m, n in zip(table["method"], table["noise"])]
     table["paper_source"] = f"{paper['label']}, {paper['backbone']}, paper Table 4"
+    # each run's accuracies, for the figure's per-seed dots (attrs: not written to the table's files)
+    table.attrs["runs"] = df[["method", "noise", "seed", "last_acc", "best_acc"]].to_dict("records")
     return table
 
 

@@ -28,7 +28,7 @@ DEFAULTS = dict(n_train=3000, n_test=200, seed=1, epochs=5, image_size=48, batch
 
 
 def default_path() -> Path:
-
+    """Where the SynthFER backbone is kept: beside the generated SynthFER copy."""
     return default_root().parent / "synthfer_resnet18_pretrained.pth"
 
 

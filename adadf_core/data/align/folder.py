@@ -161,7 +161,8 @@ def align_folder(src: str | os.PathLike, dst: str | os.PathLike, detector: str |
     Every input file gets one row in ``dst/manifest.csv`` (see `MANIFEST_COLUMNS`) with a status:
     ``aligned``; ``no_face`` (the detector found none: listed, never guessed); ``unreadable`` (not an
     image, corrupt); ``too_small`` (shorter side < ``min_image_size`` px); ``skipped_existing`` (the
-    output exists and ``redo`` is False); ``error`` (alignment failed, e.g. degenerate landmarks). Rows
+    output exists, ``redo`` is False and no earlier manifest row says this call's folder aligned it: an
+    earlier ``aligned`` row is kept as it was, so a rerun that changes nothing writes the same manifest); ``error`` (alignment failed, e.g. degenerate landmarks). Rows
     are appended and flushed as images finish, so an interrupted run keeps what it did; the finished
     manifest is rewritten with one row per input in path order. With ``redo`` every image is processed
     again and an output that no longer aligns is removed. Returns the manifest.
@@ -338,9 +339,13 @@ def _align_one(source, out_rel, fmt, pixels, note, faces, detector_name, dst, si
 
 
 def _skipped_row(source: str, output: str, detector_name: str, previous: pd.DataFrame | None) -> dict:
+    """The row of an input whose output exists: an earlier run's ``aligned`` row stays as it was (a rerun that
+    changes nothing writes the same manifest); any other output is ``skipped_existing``."""
     if previous is not None and source in previous.index:
         row = previous.loc[source].to_dict()
         row = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+        if row.get("status") == "aligned" and row.get("output") == output:
+            return row
         row.update(status="skipped_existing", output=output,
                    message=f"output exists (earlier status: {row.get('status')}); use redo to align again")
         return row

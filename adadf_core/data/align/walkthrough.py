@@ -22,8 +22,9 @@ from skimage.transform import resize, SimilarityTransform, warp
 
 from adadf_core.data.align.detectors import choose_face, Detector
 from adadf_core.data.align.geometry import LANDMARK_NAMES
+from adadf_core.data.classes import SFEW_CLASSES
 
-SFEW_EMOTIONS = ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")
+SFEW_EMOTIONS = tuple(SFEW_CLASSES)   # the folder names of the SFEW layout
 
 
 def _lfw_photos(n_faces: int, n_non_faces: int, face_px: int) -> list[tuple[str, np.ndarray]]:
