@@ -165,8 +165,10 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+@functools.lru_cache(maxsize=None)
 def _acceptor(spec: Any) -> Optional[Callable[[Any], bool]]:
-    """The check that an option's "what it accepts" states (None when ``spec`` is none of ACCEPTS_FORMS)."""
+    """The check that an option's "what it accepts" states (None when ``spec`` is none of ACCEPTS_FORMS);
+    read once per spec, as ``validate_config`` asks for it on every run."""
     if isinstance(spec, tuple):
         return lambda v: v in spec
     text = str(spec)
@@ -237,9 +239,13 @@ def _method_option(path: Path, section: str, name: str, entry: Any) -> MethodOpt
     default, spec, help_ = entry
     if type(default) not in (int, float, str, bool) or not name.isidentifier():
         raise ValueError(f"{where}: expected an identifier with an int, float, str or bool default, got {default!r}")
-    if _acceptor(spec) is None:
+    try:
+        accepts = _acceptor(spec)
+    except TypeError:             # unhashable (a list of choices): none of ACCEPTS_FORMS
+        accepts = None
+    if accepts is None:
         raise ValueError(f"{where}: cannot read {spec!r} as what it accepts; expected {' or '.join(ACCEPTS_FORMS)}")
-    if not _acceptor(spec)(default):
+    if not accepts(default):
         raise ValueError(f"{where}: the default {default!r} is not {spec}")
     return MethodOption(name, default, spec, help_, section, str(path))
 

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny generated SynthFER and tiny trees in each official data-set layout."""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +98,14 @@ def sfew_root(tmp_path) -> Path:
 @pytest.fixture
 def imagefolder_root(tmp_path) -> Path:
     return make_imagefolder(tmp_path / "folder")
+
+
+def missing_attribute(module: str, attributes) -> str | None:
+    """For docs tests: ``"<module.path> has no attribute 'x'"`` when ``module`` (imported) lacks the chain
+    ``attributes``, else None."""
+    obj = importlib.import_module(module)
+    for i, part in enumerate(attributes):
+        if not hasattr(obj, part):
+            return f"{'.'.join([module, *attributes[:i]])} has no attribute {part!r}"
+        obj = getattr(obj, part)
+    return None

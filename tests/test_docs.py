@@ -9,12 +9,13 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import re
 from pathlib import Path
 
 import pytest
+
+from conftest import missing_attribute
 
 ROOT = Path(__file__).resolve().parents[1]
 METHOD = ROOT / "docs" / "METHOD.md"
@@ -157,12 +158,9 @@ def test_every_name_method_md_mentions_exists():
                 bad.append(f"`{ref}`: TrainConfig has no field {'.'.join(rest)!r}")
         elif head in modules and rest[-1] not in ("py", "md"):
             checked += 1
-            obj = importlib.import_module(modules[head])
-            for i, part in enumerate(rest):
-                if not hasattr(obj, part):
-                    bad.append(f"`{ref}`: {'.'.join([modules[head], *rest[:i]])} has no attribute {part!r}")
-                    break
-                obj = getattr(obj, part)
+            missing = missing_attribute(modules[head], rest)
+            if missing:
+                bad.append(f"`{ref}`: {missing}")
     assert checked > 20, f"only {checked} code references found in docs/METHOD.md"
     assert not bad, "docs/METHOD.md names things that do not exist:\n" + "\n".join(bad)
 

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import re
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 
 from adadf_core.pipeline.parameters import PipelineError
 from adadf_core.pipeline.summary import BEGIN, END, replace_block, results_block, update_readme, verdict
+from conftest import missing_attribute
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -115,12 +115,9 @@ def test_every_code_name_a_page_mentions_exists(page):
             bad.append(f"`{ref}`: TrainConfig has no field {rest[0]!r}")
         if head not in modules or rest[-1:] in (["py"], ["md"], ["json"], ["csv"]):
             continue
-        obj = importlib.import_module(modules[head])
-        for i, part in enumerate(rest):
-            if not hasattr(obj, part):
-                bad.append(f"`{ref}`: {'.'.join([modules[head], *rest[:i]])} has no attribute {part!r}")
-                break
-            obj = getattr(obj, part)
+        missing = missing_attribute(modules[head], rest)
+        if missing:
+            bad.append(f"`{ref}`: {missing}")
     assert not bad, f"{page.name} names things that do not exist:\n" + "\n".join(bad)
 
 
@@ -191,12 +188,9 @@ def test_every_full_module_path_in_code_notebooks_and_docs_exists():
             parts = ref.split(".")
             at = max(i for i in range(1, len(parts) + 1) if (ROOT.joinpath(*parts[:i]).with_suffix(".py")).exists()
                      or (ROOT.joinpath(*parts[:i]) / "__init__.py").exists())
-            obj = importlib.import_module(".".join(parts[:at]))
-            for part in parts[at:]:
-                if not hasattr(obj, part):
-                    bad.append(f"{path.relative_to(ROOT)}: {ref} ({'.'.join(parts[:at])} has no {part!r})")
-                    break
-                obj = getattr(obj, part)
+            missing = missing_attribute(".".join(parts[:at]), parts[at:])
+            if missing:
+                bad.append(f"{path.relative_to(ROOT)}: {ref} ({missing})")
     assert not bad, "\n".join(bad)
 
 

@@ -68,12 +68,17 @@ def test_a_prediction_does_not_depend_on_the_batch(adadf_run, tiny_synthfer, tmp
     assert "running mean" in load_predictor(slm.path).note and load_predictor(adadf_run.path).note == SYNTHFER_NOTE
 
 
-def test_cli_predict_prints_top_k_and_writes_the_csv(adadf_run, tmp_path, capsys):
-    test_set = load_splits(adadf_run.config, with_train=False)["test"]
-    folder = tmp_path / "mine"
+def _copy_test_faces(run, folder, n: int):
+    """The first ``n`` test images of ``run``'s data set, copied flat into ``folder`` (a user's own folder)."""
+    test_set = load_splits(run.config, with_train=False)["test"]
     folder.mkdir()
-    for name in test_set.names[:5]:
+    for name in test_set.names[:n]:
         (folder / name.split("/")[-1]).write_bytes((test_set.root / name).read_bytes())
+    return folder
+
+
+def test_cli_predict_prints_top_k_and_writes_the_csv(adadf_run, tmp_path, capsys):
+    folder = _copy_test_faces(adadf_run, tmp_path / "mine", 5)
     (folder / ".DS_Store").write_bytes(b"\0")
     out_csv = tmp_path / "p.csv"
     assert cli.main(["predict", str(adadf_run.path / "best_model.safetensors"), str(folder), "--csv", str(out_csv),
@@ -97,11 +102,7 @@ def test_predict_bad_input_is_a_one_line_error(adadf_run, tmp_path, capsys):
 
 def test_an_unreadable_file_is_listed_and_the_rest_classified_and_only_nothing_read_fails(adadf_run, tmp_path,
                                                                                            capsys):
-    test_set = load_splits(adadf_run.config, with_train=False)["test"]
-    folder = tmp_path / "mixed"
-    folder.mkdir()
-    for name in test_set.names[:2]:
-        (folder / name.split("/")[-1]).write_bytes((test_set.root / name).read_bytes())
+    folder = _copy_test_faces(adadf_run, tmp_path / "mixed", 2)
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
     assert cli.main(["predict", str(adadf_run.path), str(folder), "--csv", str(tmp_path / "p.csv")]) == 0
     captured = capsys.readouterr()
