@@ -14,7 +14,7 @@ def tiny_synthfer(tmp_path_factory) -> Path:
     """A tiny SynthFER (70 train / 35 test, 100x100 aligned crops, seed 0); returns its root."""
     from adadf_core.data import synthfer
 
-    root = tmp_path_factory.mktemp("synthfer") / "synthfer"
+    root = tmp_path_factory.mktemp("synthfer") / "synthfer-structured"   # the default copy's folder name
     synthfer.generate(root, n_train=70, n_test=35, seed=0, progress=False)
     return root
 

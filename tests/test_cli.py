@@ -185,7 +185,7 @@ def test_train_names_what_it_will_run_and_refuses_missing_weights_before_loading
     assert f"--pretrained {missing}: no such file" in err and "synthfer-backbone" in err and "no-data" not in err
     cfg = cli.config_from_args(cli.build_train_parser().parse_args(["--seed", "3"]))
     line = cli.settings_line(cfg)
-    assert line.startswith("adadf train: adadf on synthfer, 3 epochs, batch 64, 48 px") and "seed 3" in line
+    assert line.startswith("adadf train: adadf on synthfer, 6 epochs, batch 64, 48 px") and "seed 3" in line
     assert cli.train_weights(cfg) is cfg
     assert "training from scratch; make reproduce starts every SynthFER run from --pretrained synthfer-backbone" \
         in capsys.readouterr().out                                  # stdout: stderr stays for one-line errors

@@ -75,7 +75,7 @@ def test_a_record_older_than_a_switch_reads_back_with_the_behaviour_it_had():
 
 def test_differences_ignore_machinery_unless_asked():
     a = resolve_config(make_config("synthfer"))
-    b = dataclasses.replace(a, device="cuda", num_threads=1, lr=0.01)
+    b = dataclasses.replace(a, device="cuda", num_threads=2, lr=0.01)
     assert config_differences(a, b) == ["lr: 0.001 != 0.01"]
     assert len(config_differences(a, b, ignore=())) == 3
     assert {"device", "num_threads", "progress"} <= set(MACHINERY_FIELDS)

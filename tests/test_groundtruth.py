@@ -51,7 +51,7 @@ def test_attention_summary_and_claims_verdicts():
     assert c["the attention weight is lower for more ambiguous faces (negative rank correlation)"] == "holds"
     # f == d == D[y] exactly: the interval is a point at 0, which does not show the claim
     assert c["the fused target f is closer to the true label distribution than the label distribution d"] \
-        .startswith("not shown")
+        .startswith("not resolved at this power")
 
 
 def test_sample_table_of_a_tiny_adadf_run(tiny_synthfer, tmp_path):

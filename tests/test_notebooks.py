@@ -40,17 +40,17 @@ DEFAULTS = {
                      "detector": "mtcnn", "n_examples": 8, "size": 100, "multi_face": "largest",
                      "error_images": 200, "aligned_root": None},
     "02_training": {**TRAINING, "nproc": 1},
-    "03_ablation": TRAINING,
+    "03_ablation": {**TRAINING, "study_seeds": "auto"},
     "04_tsne_features": {**TRAINING, "tsne_max_points": 2000, "tsne_seed": 0},
     "05_class_distributions": TRAINING,
-    "06_fusion_over_epochs": {**TRAINING, "sample_ids": "auto"},
-    "07_sensitivity_and_noise": {**TRAINING, "sensitivity_grid": "auto", "sensitivity_epochs": None,
+    "06_fusion_over_epochs": {**TRAINING, "study_seeds": "auto", "sample_ids": "auto"},
+    "07_sensitivity_and_noise": {**TRAINING, "study_seeds": "auto", "sensitivity_grid": "auto", "sensitivity_epochs": None,
                                  "sensitivity_max_train": None, "sensitivity_seeds": "auto",
-                                 "noise_rates": [0.0, 0.1, 0.2, 0.3], "noise_methods": "auto", "noise_epochs": None,
+                                 "noise_rates": "auto", "noise_methods": "auto", "noise_epochs": None,
                                  "noise_max_train": None, "noise_files": None, "run_sensitivity": True,
                                  "run_noise": True},
-    "08_comparison": {**TRAINING, "native_recipes": False},
-    "09_predict": {**TRAINING, "best": True, "photos_dir": None, "n_synthfer": 6},
+    "08_comparison": {**TRAINING, "study_seeds": "auto", "native_recipes": False},
+    "09_predict": {**TRAINING, "best": False, "photos_dir": None, "n_synthfer": 6},
 }
 ALL = sorted(DEFAULTS)
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (adadf)"}
@@ -108,7 +108,7 @@ def test_common_parameters(name):
 
 def test_noise_parameters_and_budget_names_are_declared():
     params = pipeline_params.notebook_parameters(NOTEBOOKS / "07_sensitivity_and_noise.ipynb")
-    assert ast.literal_eval(params["noise_rates"]) == [0.0, 0.1, 0.2, 0.3]
+    assert ast.literal_eval(params["noise_rates"]) == "auto"         # the budget's rates, else 0, 10, 20, 30 %
     assert ast.literal_eval(params["noise_methods"]) == "auto"       # the budget's methods, else all four
     declared = set().union(*[pipeline_params.notebook_parameters(b) for b in pipeline_params.find_notebooks()])
     for dataset, budget in budgets.BUDGETS.items():
@@ -369,7 +369,8 @@ def test_quick_features_and_distributions(quick_results):
     assert np.allclose(sums[~fallback], 1.0, atol=1e-3)          # mined rows are distributions (CSV: 4 decimals)
     assert np.allclose(sums[fallback], 0.7 + 0.4, atol=1e-3)     # official fallback: t + 0.4
     from adadf_core.runs.reader import list_runs
-    run = [r for r in list_runs(quick_results.output / "runs") if r.config.method == "adadf"][0]
+    run = [r for r in list_runs(quick_results.output / "runs") if r.config.method == "adadf"
+           and r.config.lambda_min == 0.2 and r.config.noise_rate == 0][0]    # the preset's λ_min: w in [0.2, 1]
     t = run.tracked
     assert np.allclose(t["label_dist"].sum(-1), 1.0, atol=1e-4)
     # f = (1 - w) d + w D[y]; D[y] sums to 1, or to t + 0.4 for an official fallback row

@@ -397,3 +397,19 @@ def test_a_backbone_other_than_the_reference_s_is_named_first_in_the_comparison(
     found = reference.compare_with_reference(other, reference=ref)
     assert found["backbone"].startswith("Your SynthFER backbone (sha256 bbbbbbbbbbbb) is not the reference's")
     assert found["backbone"] in (other / "reference_comparison.md").read_text()
+
+
+def test_synthfer_runs_go_one_single_thread_process_per_core(monkeypatch):
+    """Without CUDA, SynthFER's runs are spread over one process per core (at most MAX_CPU_WORKERS); the
+    preset pins one thread a run, so the numbers do not depend on how many there are."""
+    import torch
+
+    from adadf_core.config import PRESETS
+    from adadf_core.pipeline.reproduce import MAX_CPU_WORKERS, cpu_workers
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for cores, expected in ((1, []), (2, ["cpu", "cpu"]), (64, ["cpu"] * MAX_CPU_WORKERS)):
+        monkeypatch.setattr("os.cpu_count", lambda cores=cores: cores)
+        assert cpu_workers("auto") == expected
+    assert cpu_workers("cuda:0") == []
+    assert PRESETS["synthfer"]["num_threads"] == 1

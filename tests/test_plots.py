@@ -212,6 +212,14 @@ def test_separability_separated_beats_random():
     assert good["silhouette"] > bad["silhouette"] + 0.3
 
 
+def test_separability_leaves_out_a_class_with_one_face():
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.repeat(np.arange(3), 20), 3]               # class 3: a single face
+    features = rng.normal(0, 10, (4, 8))[labels] + rng.normal(0, 1, (61, 8))
+    assert analysis.separability(features, labels)["knn_acc"] > 0.95
+    assert np.isnan(analysis.separability(features[[0, 1, 60]], labels[[0, 1, 60]])["knn_acc"])   # one class left
+
+
 def test_tsne_comparison_panels_and_scores(tmp_path, run):
     other = make_fake_run(tmp_path / "baseline-seed0", method="baseline", seed=1)
     fig = plots.tsne_comparison({"baseline": other.features, "Ada-DF": run.features}, class_names=NAMES)

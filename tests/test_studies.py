@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from adadf_core import plots
 from adadf_core.pipeline import budgets, notebook
 from adadf_core.runs import naming
 from adadf_core.studies import experiments as studies, tables
@@ -36,7 +37,7 @@ def fake_fit(monkeypatch):
         (path / "config.json").write_text(json.dumps({"config": dataclasses.asdict(cfg)}))
         best = ACC[cfg.method] + cfg.seed / 100 - cfg.noise_rate / 2 + 0.01 * cfg.lambda_min
         last = best - 0.02
-        rows = [dict(epoch=e, test_acc=best if e == 1 else last,
+        rows = [dict(epoch=e, test_acc=best if e == 1 else last, train_acc=0.9 - cfg.noise_rate / 4 + 0.05 * e,
                      recovered_flipped=(0.1 * e if cfg.noise_rate > 0 and cfg.method == "adadf" else np.nan))
                 for e in (1, 2)]
         pd.DataFrame(rows).to_csv(path / "metrics.csv", index=False)
@@ -102,6 +103,16 @@ def test_ablation_table_rows_stats_and_paper(tmp_path, fake_fit):
     assert (tmp_path / "adadf-seed0").is_dir() and (tmp_path / "baseline-seed1").is_dir()
 
 
+def test_ablation_headline_on_more_seeds_than_the_variants(tmp_path, fake_fit):
+    """The baseline and Ada-DF (the headline) on ``seeds``, cd_only and ld_only on ``variant_seeds``; each
+    variant is paired with the baseline over the seeds they share."""
+    table = studies.ablation_study(base(), [0, 1, 2, 3], tmp_path, variant_seeds=[0, 1])
+    assert len(fake_fit) == 4 + 2 + 2 + 4
+    assert table.loc["adadf", "seeds"] == "0,1,2,3" and table.loc["adadf", "pairs"] == 4
+    assert table.loc["cd_only", "seeds"] == "0,1" and table.loc["cd_only", "pairs"] == 2
+    assert sorted({c.seed for c in fake_fit if c.method == "ld_only"}) == [0, 1]
+
+
 def test_ablation_one_seed_has_no_std(tmp_path, fake_fit):
     table = studies.ablation_study(base(), [0], tmp_path)
     assert table["best_acc_std"].isna().all()
@@ -129,6 +140,11 @@ def test_noise_study_table(tmp_path, fake_fit):
     row = table[(table["method"] == "adadf") & (table["noise"] == "0.2")].iloc[0]
     assert row["best_acc"] == pytest.approx(0.65 + 0.002 - 0.1)
     assert row["recovered_flipped"] == pytest.approx(0.2)     # the last epoch's value
+    assert row["train_acc"] == pytest.approx(0.95) and row["clean_share"] == pytest.approx(0.8)
+    curves = pd.DataFrame(table.attrs["curves"])
+    assert len(curves) == 6 and curves["train"].iloc[-1] == pytest.approx([0.95, 1.0])   # a clean run: 0.9 + 0.05 e
+    fig = plots.noise_curves(table)
+    assert len(fig.axes) == 2                                 # one panel per numeric rate (0 and 0.2)
     assert row["paper_acc"] == pytest.approx(0.8667)
     assert np.isnan(table[(table["method"] == "baseline") & (table["noise"] == "0.2")]["recovered_flipped"].iloc[0])
     assert set(table["noise"]) == {"0", "0.2", "noise01"}
@@ -136,6 +152,16 @@ def test_noise_study_table(tmp_path, fake_fit):
     assert (tmp_path / "runs" / "baseline-nfilenoise01-seed0").is_dir()
     with pytest.raises(FileNotFoundError):
         studies.noise_study(base(), [0.1], ["adadf"], runs_root=tmp_path, noise_files=[tmp_path / "nope.txt"])
+
+
+def test_noise_study_draws_the_noise_with_each_seed(tmp_path, fake_fit):
+    """Each seed's noisy runs flip their own labels (noise_seed = seed), so the intervals cover the draw;
+    the clean runs keep the config of Table 2's runs (and so their folders), whatever the seed."""
+    studies.noise_study(base(), [0.0, 0.3], ["adadf"], seeds=[0, 2], runs_root=tmp_path / "runs")
+    drawn = {(c.noise_rate, c.seed): c.noise_seed for c in fake_fit}
+    assert drawn == {(0.0, 0): 0, (0.0, 2): 0, (0.3, 0): 0, (0.3, 2): 2}
+    assert (tmp_path / "runs" / "adadf-seed2").is_dir()
+    assert (tmp_path / "runs" / "adadf-noise0.3-nseed2-seed2").is_dir()
 
 
 def test_unavailable_method_fails_loudly(tmp_path, fake_fit):

@@ -129,8 +129,9 @@ def test_idempotent_and_refuses_to_overwrite(tmp_path):
         synthfer.generate(tmp_path / "x", colour=True)
 
 
-def test_latent_mixtures_and_votes_statistics():
-    params = synthfer._normalise_params({})
+@pytest.mark.parametrize("model, disagreement", [("unstructured", (0.05, 0.15)), ("structured", (0.02, 0.06))])
+def test_latent_mixtures_and_votes_statistics(model, disagreement):
+    params = synthfer._normalise_params({"ambiguity_model": model})
     rng = np.random.default_rng(0)
     lab = synthfer.sample_labels(20000, rng, params)
     assert np.allclose(lab["latent"].sum(1), 1)
@@ -139,7 +140,7 @@ def test_latent_mixtures_and_votes_statistics():
     freq = np.bincount(lab["latent"].argmax(1), minlength=7) / 20000
     assert freq.argmax() == 3 and freq.argmin() == 1
     share = (lab["label"] != lab["dominant"]).mean()
-    assert 0.05 <= share <= 0.15
+    assert disagreement[0] <= share <= disagreement[1]
     # no ambiguity and no annotator noise: every vote is the dominant class
     clean = synthfer.sample_labels(500, rng, dict(params, ambiguity=0.0, annotator_noise=0.0))
     assert (clean["label"] == clean["dominant"]).all() and (clean["votes"].max(1) == clean["k"]).all()
@@ -149,14 +150,18 @@ def test_default_root_without_adadf_data_is_the_repository_data_folder(monkeypat
     import adadf_core
 
     monkeypatch.delenv("ADADF_DATA", raising=False)
-    assert synthfer.default_root() == Path(adadf_core.__file__).resolve().parent.parent / "data" / "synthfer"
+    data = Path(adadf_core.__file__).resolve().parent.parent / "data"
+    assert synthfer.default_root() == data / "synthfer-structured"
+    assert synthfer.default_root("unstructured") == data / "synthfer-unstructured"
 
 
 def test_default_root_and_ensure(tmp_path, monkeypatch):
     monkeypatch.setenv("ADADF_DATA", str(tmp_path / "data"))
-    assert synthfer.default_root() == tmp_path / "data" / "synthfer"
+    assert synthfer.default_root() == tmp_path / "data" / "synthfer-structured"
     root = synthfer.ensure(n_train=3, n_test=2, progress=False)
-    assert root == tmp_path / "data" / "synthfer" and (root / "synthfer.json").exists()
+    assert root == tmp_path / "data" / "synthfer-structured" and (root / "synthfer.json").exists()
+    other = synthfer.ensure(n_train=3, n_test=2, progress=False, ambiguity_model="unstructured")
+    assert other == tmp_path / "data" / "synthfer-unstructured"
     assert not list((tmp_path / "data").glob(".*partial*"))
 
 
@@ -188,9 +193,10 @@ def test_cli(tmp_path, capsys):
 # --------------------------------------------------------------------------------------------
 # pinned output: SynthFER's bytes must not change by accident
 
-PINNED = dict(n_train=40, n_test=20, seed=0)
+PINNED = dict(n_train=40, n_test=20, seed=0, ambiguity_model="unstructured")   # version 2's only model
 # SHA-256 over the sorted relative paths and bytes (tree_sha256) of a generation with PINNED
 PINNED_TABLES_SHA256 = "b72b94fce898d4c0a9d2970115239bdc4b6d6c575a1d526f1616c12396f11540"  # all but *.jpg
+PINNED_STRUCTURED_TABLES_SHA256 = "9eb64512f158b86204963ea13ea0985d4a385f25c2c345943a8a6497787813b7"
 PINNED_TREE_SHA256 = "5e7daf14e65c6de69d2f5815ffa9ffc3752e343ed76a27b9f19c2f1c4179644e"    # every file
 WHEN_INTENDED = ("if the change is intended: bump GENERATOR_VERSION in adadf_core/data/synthfer/files.py (existing "
                  "roots then ask to be regenerated instead of being reused) and update both pinned hashes in "
@@ -224,6 +230,13 @@ def pinned_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("pinned") / "synthfer"
     synthfer.generate(root, progress=False, **PINNED)
     return root
+
+
+def test_pinned_ground_truth_of_the_structured_model(tmp_path):
+    """The structured model's tables (same 40 + 20 faces, seed 0) are pinned too (WHEN_INTENDED)."""
+    synthfer.generate(tmp_path / "s", progress=False, **dict(PINNED, ambiguity_model="structured"))
+    got = tree_sha256(tmp_path / "s", include=lambda p: p.suffix != ".jpg")
+    assert got == PINNED_STRUCTURED_TABLES_SHA256, f"SynthFER's structured tables changed (sha256 {got}); {WHEN_INTENDED}"
 
 
 def test_pinned_ground_truth_and_landmarks(pinned_root):

@@ -257,3 +257,25 @@ def test_resume_keeps_this_runs_adam_kernel_whatever_the_checkpoint_used(tiny_sy
     assert not part.finished
     done = fit(tiny_cfg(tiny_synthfer, tmp_path / "crossed", resume=True))
     assert done.finished and len(done.metrics) == 2
+
+
+def test_curve_split_is_evaluated_every_epoch_and_the_whole_test_split_after_the_last(tiny_synthfer, tmp_path):
+    """``curve_test_samples``: the per-epoch curve on a stratified part of the test split, the whole split once
+    after the last epoch. Training is untouched: the final accuracy equals the last-epoch accuracy of the same
+    run evaluated on the whole split every epoch, and it is what the protocol's "last" and the summary report."""
+    from adadf_core.studies import protocol
+
+    common = dict(method="baseline", max_test_samples=None, noise_rate=0.0, track_samples=0)
+    whole = fit(tiny_cfg(tiny_synthfer, tmp_path / "whole", **common))
+    curve = fit(tiny_cfg(tiny_synthfer, tmp_path / "curve", curve_test_samples=14, **common))
+    m, w = curve.metrics, whole.metrics
+    assert m["final_test_acc"].isna().tolist() == [True, False]
+    assert m["final_test_acc"].iloc[-1] == pytest.approx(w["test_acc"].iloc[-1], abs=1e-12)
+    n_test = len(np.load(whole.path / "features.npz")["labels"])
+    assert n_test == 35 and len(np.load(curve.path / "features.npz")["labels"]) == n_test
+    assert 14 * m["test_acc"].iloc[0] == pytest.approx(round(14 * m["test_acc"].iloc[0]))   # 14 faces per epoch
+    scores = protocol.run_scores(curve)
+    assert scores["last_acc"] == pytest.approx(w["test_acc"].iloc[-1])
+    assert scores["best_acc"] == pytest.approx(m["test_acc"].max())
+    assert curve.summary["last_acc"] == pytest.approx(scores["last_acc"])
+    assert "curve_test_samples" in curve.summary["last_acc_note"]

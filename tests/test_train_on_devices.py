@@ -28,6 +28,10 @@ def test_two_cpu_processes_give_the_sequential_runs(tiny_synthfer, tmp_path, mon
     assert [r.path.name for r in together] == [r.path.name for r in apart]
     for a, b in zip(together, apart):
         assert rows(a).equals(rows(b))            # every column but the timing, NaN where a method has none
+    monkeypatch.setenv("ADADF_DEVICES", "cpu,cpu")
+    again = train_many(cfgs, tmp_path / "together", desc="seeds")      # all finished: reused, no processes
+    assert "seeds: 3 runs (0 to train)" in capsys.readouterr().out
+    assert [r.path for r in again] == [r.path for r in together]
     with pytest.raises(ValueError, match="devices=\\[\\] is not valid"):
         train_on_devices(cfgs, tmp_path / "none", [])
 

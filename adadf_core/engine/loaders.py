@@ -32,11 +32,16 @@ def resolve_data_root(cfg: TrainConfig) -> Optional[str]:
 
 
 def load_splits(cfg: TrainConfig, with_train: bool = True, with_train_eval: bool = False) -> dict:
-    """The data sets of a run: ``train`` (recipe transform, noise), ``test`` and optionally
+    """The data sets of a run: ``train`` (recipe transform, noise), ``test``, ``curve`` (the part of the test
+    split evaluated every epoch, when ``cfg.curve_test_samples`` is smaller than it) and optionally
     ``train_eval`` (the training split with the test transform, for tracked samples)."""
     root = resolve_data_root(cfg)
     common = dict(image_size=cfg.image_size, recipe=cfg.recipe, cache=cfg.cache, progress=cfg.progress)
     out = {"test": load_split(cfg.dataset, root, "test", max_samples=cfg.max_test_samples, **common)}
+    curve = getattr(cfg, "curve_test_samples", None)
+    if curve is not None and curve < len(out["test"]):
+        # the per-epoch curve's split: a stratified part of the test split (the same rule as max_test_samples)
+        out["curve"] = load_split(cfg.dataset, root, "test", max_samples=curve, **common)
     if with_train:
         noise = dict(noise_rate=cfg.noise_rate, noise_seed=cfg.noise_seed, noise_file=cfg.noise_file)
         train_recipe = "uint8" if getattr(cfg, "augment_device", "cpu") == "cuda" else cfg.recipe

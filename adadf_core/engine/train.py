@@ -51,10 +51,11 @@ class _Run:
     scaler: torch.amp.GradScaler
     train_loader: Any
     generator: torch.Generator
-    test_loader: Any
+    test_loader: Any                   # evaluated every epoch (the curve split when there is one)
     class_names: list
     history: dict
     tracked_info: Optional[dict] = None
+    final_loader: Any = None           # the whole test split, evaluated after the last epoch (curve_test_samples)
     position: Optional[tuple] = None   # (epoch, step) being trained, for the interruption message
     committed: int = 0                 # the last epoch whose files are in the folder
 
@@ -78,8 +79,10 @@ def fit(cfg: TrainConfig, stop_after_epoch: Optional[int] = None) -> Run:
         r = _build(cfg, d, resume=action == "resume")
         start_epoch = _restore(r) if action == "resume" else _start(r)
         if d.is_main:
+            whole = (r.final_loader or r.test_loader).dataset
+            sizes = dict(num_test=len(whole), num_curve=len(r.test_loader.dataset) if r.final_loader else None)
             r.writer.config(cfg, unwrap(r.model), r.train_loader.dataset, resumed=action == "resume",
-                            layout=distributed.layout(r.model, d, r.run.channels_last))
+                            layout=dict(distributed.layout(r.model, d, r.run.channels_last), **sizes))
         for epoch in range(start_epoch, cfg.epochs + 1):
             t0 = time.time()
             if hasattr(r.train_loader.sampler, "set_epoch"):      # AffectNet's balanced undersampler
@@ -118,13 +121,18 @@ def _build(cfg: TrainConfig, d: distributed.Dist, resume: bool) -> _Run:
     model = model.to(device, memory_format=torch.channels_last) if run.channels_last else model.to(device)
     model = distributed.wrap_model(model, d, device, cfg.sync_bn)
     train_loader, _, generator = make_train_loader(cfg, train_set, device, d)
-    test_loader = make_test_loader(cfg, test_set, method_cls.test_batch_size(cfg), device, d)
+    curve_set = data.get("curve")
+    test_loader = make_test_loader(cfg, curve_set if curve_set is not None else test_set,
+                                   method_cls.test_batch_size(cfg), device, d)
+    final_loader = None if curve_set is None else make_test_loader(cfg, test_set, method_cls.test_batch_size(cfg),
+                                                                    device, d)
     optimizer = devmod.make_optimizer(model, cfg, device)
     scheduler, interval = method.make_scheduler(optimizer, len(train_loader))
     scaler = torch.amp.GradScaler("cuda", enabled=devmod.needs_grad_scaler(device, amp))
     history = new_history()
     return _Run(cfg, RunWriter(cfg.run_dir), run, method, model, optimizer, scheduler, interval, scaler,
-                train_loader, generator, test_loader, list(train_set.class_names), history)
+                train_loader, generator, test_loader, list(train_set.class_names), history,
+                final_loader=final_loader)
 
 
 def _start(r: _Run) -> int:
@@ -214,14 +222,22 @@ def _end_epoch(r: _Run, epoch: int, row: dict, t0: float) -> bool:
                   channels_last=r.run.channels_last, num_classes=len(names), dist=r.run.dist)
     row["test_acc"] = ev["acc"]
     row.update({f"acc_{name}": float(a) for name, a in zip(names, ev["per_class_acc"])})
+    final = None
+    if r.final_loader is not None and epoch == cfg.epochs:
+        # the whole test split once, after the last epoch: the card's "last"; the curve split stays the curve
+        final = evaluate(r.model, r.final_loader, device=r.run.device, amp=r.run.amp,
+                         channels_last=r.run.channels_last, num_classes=len(names), dist=r.run.dist)
+        row["final_test_acc"] = final["acc"]
+        row.update({f"final_acc_{name}": float(a) for name, a in zip(names, final["per_class_acc"])})
     row["seconds"] = time.time() - t0
-    add_to_history(history, row, record, ev["per_class_acc"])
+    add_to_history(history, row, record, (final or ev)["per_class_acc"])
     epoch_line(cfg, row)                      # (progress is off on every process but rank 0)
-    return _save_epoch(r, epoch, ev)
+    return _save_epoch(r, epoch, ev, final)
 
 
-def _save_epoch(r: _Run, epoch: int, ev: dict) -> bool:
-    """The epoch's bookkeeping, then its files (rank 0; ``RunWriter.write_epoch``)."""
+def _save_epoch(r: _Run, epoch: int, ev: dict, final: Optional[dict] = None) -> bool:
+    """The epoch's bookkeeping, then its files (rank 0; ``RunWriter.write_epoch``). ``final``: the whole
+    test split's evaluation after the last epoch (its confusion matrix and features are the ones written)."""
     net = unwrap(r.model)
     bad = non_finite(net.state_dict())
     if bad:  # never written
@@ -241,7 +257,7 @@ def _save_epoch(r: _Run, epoch: int, ev: dict) -> bool:
                          scheduler=r.scheduler.state_dict(), scaler=r.scaler.state_dict(),
                          loader_generator=r.generator.get_state())
         r.writer.write_epoch(ev, history, r.tracked_info, net.state_dict(), state, best, finished,
-                             make_summary(r.cfg, history, r.class_names, finished))
+                             make_summary(r.cfg, history, r.class_names, finished), final=final)
     r.committed = epoch
     return finished
 

@@ -21,7 +21,7 @@ OPTIONS = {  # field: (default, what it accepts, `adadf train --help` text)
     "scn_relabel_margin": (0.2, "a finite value >= 0", "δ2: relabel when max_c P_c - P_y exceeds it"),
     "scn_relabel_scope": ("all", ("all", "low"), "all (the code) | low (the paper): which samples may be relabelled"),
 }
-# SynthFER's 3-epoch budget: the relabel epoch scaled from 10 of 70
+# SynthFER's 6-epoch budget: the relabel epoch scaled from 10 of 70 (14 %: after the first epoch)
 PRESETS = {"synthfer": {"scn_relabel_epoch": 2}}
 # its own recipe (§12.4), for notebook 08's "native" rows: all but the epoch count (native: 70)
 NATIVE_RECIPE = {"recipe": "scn", "weight_decay": 1e-4, "batch_size": 64, "rr_margin": 0.07}

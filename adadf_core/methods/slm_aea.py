@@ -25,7 +25,7 @@ OPTIONS = {  # field: (default, what it accepts, `adadf train --help` text)
     "slm_schedule": ("exponential", ("exponential", "cosine"),
                      "exponential (shared recipe) | cosine (native, per step)"),
 }
-# SynthFER's 3-epoch budget: the ramps' switch scaled from 7 of 40
+# SynthFER's 6-epoch budget: the ramps' switch scaled from 7 of 40 (17.5 % of training: epoch 1)
 PRESETS = {"synthfer": {"slm_beta": 1.0}}
 # its own recipe (§11.6), for notebook 08's "native" rows: all but the epoch count (native: 40)
 NATIVE_RECIPE = {"recipe": "slm", "batch_size": 72, "slm_schedule": "cosine"}

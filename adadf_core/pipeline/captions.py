@@ -29,6 +29,9 @@ CAPTIONS: dict[str, str] = {
                        "(95 % intervals over seeds) and the attention against the votes' entropy.",
     "07_noise": "Table 4: accuracy under symmetric label noise, last epoch mean with its 95 % interval and each seed "
                 "a hollow dot, best epoch dashed; right: the paper's numbers on their own axis.",
+    "07_noise_curves": "Table 4 over epochs, one panel per noise rate: test accuracy on the curve split (solid) and "
+                       "accuracy on the labels trained on (dashed), mean over seeds; dashed above the grey line (the "
+                       "share of clean labels) is memorisation of flipped labels.",
     "07_sensitivity": "Table 1: accuracy against each hyper-parameter, one factor at a time around the preset.",
     "09_photographs": "Predictions on sample photographs after alignment; a SynthFER model has seen only synthetic "
                       "faces, so these show the chain works, not real expressions.",

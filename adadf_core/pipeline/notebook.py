@@ -129,6 +129,7 @@ class NotebookContext:
     seeds: list[int]
     quick: bool
     reuse: bool
+    study_seeds: list[int] = dataclasses.field(default_factory=list)   # every table but the headline's
 
     @property
     def figures_dir(self) -> Path:
@@ -185,24 +186,36 @@ def base_config(dataset: str = "synthfer", data_root: str | None = None, epochs:
     values.update({k: parameter_value(v) for k, v in {**train_overrides, **overrides}.items() if v is not None})
     if data_root is not None:
         values["data_root"] = str(_abs(data_root))
-    if seeds == AUTO:
-        seeds = budget_for(dataset, quick)["seeds"]
-    seeds = list(seeds) if isinstance(seeds, (list, tuple)) else [seeds]
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        raise ValueError(f"seeds={seeds!r} is not valid; expected \"auto\", a seed or a list of seeds (integers >= 0)")
+    seeds = seed_list(seeds, dataset, quick)
     return resolve_config(make_config(dataset, profile, device=device, seed=seeds[0], **values)), seeds
+
+
+def seed_list(value: Any, dataset: str, quick: bool = False, key: str = "seeds",
+              fallback: Sequence[int] | None = None) -> list[int]:
+    """A seeds parameter as a list: ``"auto"`` gives the budget's ``key`` (``budgets.budget_for``), or ``fallback``
+    where the budget has none; a ``ValueError`` naming ``key`` unless it is a seed or a list of seeds."""
+    value = parameter_value(value)
+    if value == AUTO:
+        value = budget_for(dataset, quick).get(key)
+        value = list(fallback) if value is None and fallback is not None else value
+    seeds = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ValueError(f"{key}={value!r} is not valid; expected \"auto\", a seed or a list of seeds (integers >= 0)")
+    return seeds
 
 
 def setup(dataset: str = "synthfer", data_root: str | None = None, output_dir: str | None = None,
           runs_dir: str | None = None, epochs: int | None = None, seeds: Sequence[int] | str = AUTO,
           device: str = "auto", profile: str = "official", quick: bool = False, reuse_runs: bool = True,
           pretrained: str | None = AUTO, train_overrides: dict | str | None = None,
-          **overrides) -> NotebookContext:
+          study_seeds: Sequence[int] | str = AUTO, **overrides) -> NotebookContext:
     """Turn the notebook parameters into folders and a base config (module docstring: where results go,
     ``"auto"``, text values). Relative paths are taken from the repository root (so a notebook opened in
     notebooks/ writes to <repo>/results/...). ``quick`` shrinks the run to ``budgets.QUICK_RUN`` (tests);
-    ``train_overrides`` and ``overrides`` are extra TrainConfig fields."""
+    ``train_overrides`` and ``overrides`` are extra TrainConfig fields. ``seeds`` are the headline's (Table 2's
+    baseline and Ada-DF); ``study_seeds`` every other table's (``"auto"``: the budget's, else ``seeds``)."""
     cfg, seeds = base_config(dataset, data_root, epochs, seeds, device, profile, quick, train_overrides, **overrides)
+    study_seeds = seed_list(study_seeds, parse(dataset), bool(parse(quick)), "study_seeds", fallback=seeds)
     dataset, output_dir, runs_dir, quick, reuse_runs = parse(dataset, output_dir, runs_dir, quick, reuse_runs)
     out = output_folder(output_dir, dataset, bool(quick))
     runs_root = check_not_reference(_abs(runs_dir) if runs_dir else out / "runs")
@@ -213,4 +226,4 @@ def setup(dataset: str = "synthfer", data_root: str | None = None, output_dir: s
     if pretrained is not None:
         cfg = resolve_config(dataclasses.replace(cfg, pretrained=str(_abs(pretrained))))
     return NotebookContext(dataset=dataset, output_dir=out, runs_root=runs_root, base_cfg=cfg, seeds=seeds,
-                           quick=bool(quick), reuse=bool(reuse_runs))
+                           quick=bool(quick), reuse=bool(reuse_runs), study_seeds=study_seeds)

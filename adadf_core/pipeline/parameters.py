@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import nbformat
 
 from adadf_core.pipeline.budgets import budget_for
-from adadf_core.pipeline.notebook import base_config, display_path, parameter_value, project_root, quick_folder
+from adadf_core.pipeline.notebook import base_config, display_path, parameter_value, project_root, quick_folder, seed_list
 
 
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
@@ -104,6 +104,9 @@ def check_parameters(declared: Mapping[str, Mapping[str, str]], per_book: Mappin
         if "epochs" in values or "seeds" in values:
             try:
                 base_config(**{k: values[k] for k in names if k in values})
+                if "study_seeds" in values:
+                    seed_list(values["study_seeds"], values.get("dataset", "synthfer"), bool(values.get("quick")),
+                              "study_seeds", fallback=[0])
             except ValueError as exc:
                 raise PipelineError(f"{book}: {exc} (a -p value or the notebook's own parameter)") from None
 

@@ -91,7 +91,35 @@ def results_block(reference: str | Path) -> str:
     out += ["", "SynthFER's ground truth (the annotators' votes):", "", "| claim | measured | verdict |",
             "|---|---|---|"]
     out += [f"| {r['claim']} | {r['measured']} | {r['verdict']} |" for _, r in claims.iterrows()]
+    out += _regime_lines(tables, noise)
     return "\n".join(out)
+
+
+def _regime_lines(tables: Path, noise: pd.DataFrame) -> list[str]:
+    """What the study's regime is, from its tables (each line only when its table is there): SynthFER's votes
+    against FERPlus's, the fallback rows of D at the last epoch, and memorisation under label noise."""
+    out = ["", "The regime these numbers come from:", ""]
+    calibration = tables / "synthfer_calibration.csv"
+    if calibration.is_file():
+        cal = pd.read_csv(calibration)
+        within = cal["structured_within"].astype(str).str.lower() == "true"
+        out.append(f"- SynthFER's votes (structured ambiguity) match FERPlus's crowd votes on {int(within.sum())} of "
+                   f"{len(cal)} statistics within their tolerances (`tables/synthfer_calibration.csv`).")
+    fallback = tables / "05_fallback_rows_by_seed.csv"
+    if fallback.is_file():
+        counts = pd.read_csv(fallback)
+        seeds = [c for c in counts.columns if c.startswith("seed ")]
+        last = counts[seeds].iloc[-1].astype(int).tolist()
+        out.append(f"- Ada-DF's class-distribution miner: after the last epoch, {min(last)} to {max(last)} of the 7 "
+                   f"rows of D are the threshold fallback over {len(seeds)} seeds (`tables/05_fallback_rows_by_seed.csv`).")
+    if "train_acc" in noise.columns:
+        base = noise[(noise["method"] == "baseline") & (pd.to_numeric(noise["noise"], errors="coerce") > 0)]
+        parts = [f"{100 * float(r['noise']):.0f} % noise: {_pct(r['train_acc'])} % of its training labels "
+                 f"(clean share {_pct(r['clean_share'])} %)" for _, r in base.iterrows()]
+        if parts:
+            out.append("- Memorisation: at the last epoch the baseline fits " + "; ".join(parts) +
+                       ". Above the clean share it is fitting flipped labels (`tables/07_noise.csv`).")
+    return out if len(out) > 3 else []
 
 
 def replace_block(text: str, block: str, where: str = "README.md") -> str:

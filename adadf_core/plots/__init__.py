@@ -10,4 +10,4 @@ from adadf_core.plots.training import learning_curves, per_class_accuracy, confu
 from adadf_core.plots.samples import synthfer_samples, prediction_panel, plot_manifest_examples, plot_detections, plot_template, plot_before_after  # noqa: F401
 from adadf_core.plots.features import tsne_comparison  # noqa: F401
 from adadf_core.plots.distributions import class_distribution_heatmap, class_distribution_evolution, fusion_sample, fusion_over_epochs, divergence_curves  # noqa: F401
-from adadf_core.plots.comparisons import ablation_bars, sensitivity_lines, noise_plot, ground_truth_panels, SELECTION_STYLE  # noqa: F401
+from adadf_core.plots.comparisons import ablation_bars, sensitivity_lines, noise_plot, noise_curves, ground_truth_panels, SELECTION_STYLE  # noqa: F401

@@ -168,6 +168,36 @@ def noise_plot(table: pd.DataFrame):
     return fig
 
 
+def noise_curves(table: pd.DataFrame):
+    """Table 4 over epochs: one panel per noise rate; per method its test accuracy on the curve split (solid)
+    and its accuracy on the labels it trains on (dashed), each the mean over seeds, and a grey line at the
+    share of clean training labels. A dashed line above the grey one is a method fitting flipped labels."""
+    curves = pd.DataFrame(table.attrs.get("curves", []))
+    if curves.empty:
+        raise ValueError("noise_curves needs a noise_study table (its attrs['curves'] are missing)")
+    curves = curves[pd.to_numeric(curves["noise"], errors="coerce").notna()]
+    rates = sorted(curves["noise"].unique(), key=float)
+    methods = list(dict.fromkeys(curves["method"]))
+    fig, axes = plt.subplots(1, len(rates), figsize=(3.4 * len(rates), 3.4), sharey=True, squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for ax, rate in zip(axes[0], rates):
+        for i, m in enumerate(methods):
+            sub = curves[(curves["method"] == m) & (curves["noise"] == rate)]
+            if sub.empty:
+                continue
+            epochs = np.asarray(sub["epoch"].iloc[0])
+            for key, style, what in (("test", "-", "test (curve split)"), ("train", "--", "train, its labels")):
+                ax.plot(epochs, np.mean(np.stack(sub[key].to_numpy()), axis=0), style, color=cmap(i),
+                        label=f"{m}: {what}")
+        ax.axhline(1 - float(rate), color="0.6", lw=1, label="share of clean training labels")
+        ax.set(title=f"{float(rate):.0%} noise, {curves['seed'].nunique()} seed(s)", xlabel="epoch")
+        ax.set_xticks(sorted({int(e) for e in curves["epoch"].iloc[0]}))
+    axes[0, 0].set_ylabel("accuracy (fraction, mean over seeds)")
+    axes[0, 0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
 def _paper_noise_panel(ax, table: pd.DataFrame, methods: list, cmap) -> None:
     """The paper's Table 4 numbers per method, with Table 2's clean (0 %) number where it has one."""
     numeric = pd.to_numeric(table["noise"], errors="coerce")

@@ -26,6 +26,7 @@ NAME_TAGS = {
     "threshold": "t", "epoch_threshold": "ehat", "lambda_min": "lmin", "lambda_max": "lmax",
     "rr_ratio": "rr", "noise_rate": "noise", "noise_seed": "nseed", "noise_file": "nfile",
     "epochs": "ep", "batch_size": "bs", "max_train_samples": "ntr", "max_test_samples": "nte",
+    "curve_test_samples": "ncurve",
     "image_size": "img", "recipe": "rcp", "pretrained": "pre", "backbone": "", "profile": "",
     "lr": "lr", "weight_decay": "wd", "lr_gamma": "gamma", "track_samples": "trk",
 }

@@ -110,7 +110,10 @@ def make_summary(cfg: TrainConfig, history: dict, class_names, finished: bool) -
     return {"finished": bool(finished),
             "best_acc": best.get("acc"), "best_epoch": best.get("epoch"),
             "best_acc_note": "best test accuracy over epochs, as the paper reports",
-            "last_acc": last.get("test_acc"), "last_epoch": last.get("epoch"),
+            "last_acc": last.get("final_test_acc", last.get("test_acc")), "last_epoch": last.get("epoch"),
+            "last_acc_note": ("the whole test split after the last epoch; the per-epoch curve and best_acc are "
+                              f"on a stratified part of it, {cfg.curve_test_samples} images (curve_test_samples)")
+            if "final_test_acc" in last else "the last epoch's test accuracy",
             "per_class_acc_last": history.get("per_class_last"),
             "per_class_acc_best": best.get("per_class"),
             "class_names": list(class_names), "method": cfg.method, "dataset": cfg.dataset,
@@ -152,18 +155,21 @@ class RunWriter:
         self.json("config.json", {"config": dataclasses.asdict(cfg), "environment": env})
 
     def write_epoch(self, ev: dict, history: dict, tracked_info, weights: dict, state: dict, best: bool,
-                    finished: bool, summary: dict) -> None:
+                    finished: bool, summary: dict, final: Optional[dict] = None) -> None:
         """One epoch's files, staged and moved in together (``commit_epoch``): the confusion matrix, the best
         epoch's weights and confusion, the last epoch's test features, the records, a finished run's lean
-        weights (safetensors), then the checkpoint (``state``) and the summary."""
+        weights (safetensors), then the checkpoint (``state``) and the summary. ``final`` (the whole test
+        split after the last epoch, when the curve is on a part of it) gives the last confusion and features."""
         epoch = state["epoch"]
         self.begin_epoch()
-        self.array("confusion.npy", ev["confusion"])
+        self.array("confusion.npy", (final or ev)["confusion"])
         if best:
             self.torch_file("best_model.pt", {"model": weights, "epoch": epoch, "acc": ev["acc"]})
             self.array("confusion_best.npy", ev["confusion"])
         if finished:
-            self.arrays("features.npz", {"features": ev["features"], "labels": ev["labels"], "preds": ev["preds"]})
+            last = final or ev
+            self.arrays("features.npz", {"features": last["features"], "labels": last["labels"],
+                                         "preds": last["preds"]})
         self.records(history, tracked_info)
         if finished:
             self.finish(weights, history["best"]["epoch"] == epoch, {"config": state["config"], "epoch": epoch})

@@ -4,6 +4,7 @@ the threshold fallback (docs/METHOD.md §4), and the tracked samples to show."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from sklearn.manifold import TSNE
 from sklearn.metrics import silhouette_score
 from sklearn.model_selection import cross_val_score, StratifiedKFold
@@ -18,7 +19,8 @@ def _entropy(p: np.ndarray) -> np.ndarray:
 
 def separability(features, labels, k: int = 5, seed: int = 0, max_points: int = 3000) -> dict:
     """How well classes separate in feature space: silhouette score (cosine, on standardised features)
-    and the cross-validated k-NN accuracy. Higher is better for both."""
+    and the cross-validated k-NN accuracy. Higher is better for both. A class with a single face cannot be
+    split into folds: it is left out of the k-NN estimate (NaN when fewer than two classes remain)."""
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels)
     if len(x) > max_points:
@@ -29,8 +31,10 @@ def separability(features, labels, k: int = 5, seed: int = 0, max_points: int = 
         raise ValueError("separability needs at least two classes")
     x = StandardScaler().fit_transform(x)
     sil = float(silhouette_score(x, y, metric="cosine"))
-    folds = int(min(5, counts.min()))
-    if folds >= 2:
+    kept = np.isin(y, classes[counts >= 2])
+    x, y = x[kept], y[kept]
+    folds = int(min(5, counts[counts >= 2].min())) if kept.any() else 0
+    if folds >= 2 and len(np.unique(y)) >= 2:
         knn = KNeighborsClassifier(n_neighbors=min(k, max(1, len(x) // folds - 1)))
         cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
         acc = float(cross_val_score(knn, x, y, cv=cv).mean())
@@ -62,6 +66,21 @@ def fallback_rows(D, threshold: float | None = None, atol: float = 1e-5) -> np.n
         diag_ok = threshold is None or abs(D[i, i] - threshold) <= atol
         out[i] = flat and diag_ok
     return out
+
+
+def fallback_counts(runs, threshold: float) -> pd.DataFrame:
+    """How many of the C rows of D are the threshold fallback, per epoch (rows; 0 = the initial D) and seed
+    (columns ``seed <s>``), over Ada-DF-like ``runs``; a last column ``most`` is the largest count over seeds."""
+    columns = {}
+    for run in runs:
+        dists = run.class_distributions
+        if dists is None:
+            continue
+        columns[f"seed {run.config.seed}"] = [int(fallback_rows(D, threshold).sum()) for D in dists]
+    table = pd.DataFrame(columns).rename_axis("epoch")
+    if len(table.columns):
+        table["most"] = table.max(axis=1)
+    return table
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence
 
+import numpy as np
 import pandas as pd
 
 from adadf_core.config import TrainConfig
@@ -133,7 +134,9 @@ def train_many(cfgs: Sequence[TrainConfig], runs_root: str | Path, desc: str = "
     if len(devices) > 1:
         todo = sum(not (is_finished(c.run_dir) and reuse) for c in cfgs)
         note(f"{desc}: {len(cfgs)} runs ({todo} to train) on {len(devices)} devices ({', '.join(devices)})")
-        return train_on_devices(cfgs, runs_root, devices, reuse=reuse)
+        if todo:
+            return train_on_devices(cfgs, runs_root, devices, reuse=reuse)
+        devices = []   # every run finished: reused here (each config checked), no processes to start
     if devices:
         if from_env:      # a variable left in a shell must not move runs without a word
             note(f"{desc}: every run on {devices[0]} (${DEVICES_VARIABLE}={os.environ[DEVICES_VARIABLE]})")
@@ -160,6 +163,14 @@ def _last_metric(run, column: str) -> float:
     return float(values.iloc[-1]) if len(values) else float("nan")
 
 
+def _last_fallback_rows(run) -> float:
+    """How many rows of the run's last class-distribution matrix are the threshold fallback (NaN: no D)."""
+    from adadf_core.studies.analysis import fallback_rows      # (sklearn: only for runs that mined a D)
+
+    dists = run.class_distributions
+    return float("nan") if dists is None or not len(dists) else float(fallback_rows(dists[-1], run.config.threshold).sum())
+
+
 def results_table(runs) -> pd.DataFrame:
     """One row per run: method, seed, the hyper-parameters that studies vary, and the protocol scores
     (``protocol.run_scores``: best / last / mean of the last k epochs, overall and balanced accuracy).
@@ -178,6 +189,7 @@ def results_table(runs) -> pd.DataFrame:
             lambda_min=c.lambda_min, noise_rate=c.noise_rate,
             noise_file=Path(c.noise_file).name if c.noise_file else None,
             **protocol.run_scores(run), last_epoch=s.get("last_epoch"),
+            test_images=run.environment.get("num_test"), curve_images=run.environment.get("num_curve"),
             seconds=s.get("seconds"), path=f"{run.path.parent.name}/{run.path.name}"))
     return pd.DataFrame(rows)
 
@@ -193,24 +205,40 @@ def summarise(per_run: pd.DataFrame, by: Sequence[str] | str, order: Optional[Se
     keys = [by] if isinstance(by, str) else list(by)
     cols = [c for c in (*keys, "seed", "best_acc", "last_acc", "mean_last_k_acc") if c in per_run]
     card.attrs["runs"] = per_run[cols].to_dict("records")
+    card.attrs["test_images"] = _one_value(per_run, "test_images")
+    card.attrs["curve_images"] = _one_value(per_run, "curve_images")
     return card
+
+
+def _one_value(per_run: pd.DataFrame, column: str):
+    """The column's value when every run has the same one (an int), else None."""
+    values = set(per_run[column].dropna().astype(int)) if column in per_run else set()
+    return values.pop() if len(values) == 1 else None
 
 
 def _seed_cfgs(base_cfg: TrainConfig, seeds: Sequence[int], **changes) -> list[TrainConfig]:
     return [dataclasses.replace(base_cfg, run_dir=None, seed=int(s), **changes) for s in seeds]
 
 
+HEADLINE_METHODS = ("baseline", "adadf")
+
+
 def ablation_study(base_cfg: TrainConfig, seeds: Sequence[int], runs_root: str | Path,
-                   methods: Sequence[str] = ABLATION_METHODS, reuse: bool = True) -> pd.DataFrame:
-    """Table 2: each variant trained on the same data and seeds; one row per variant.
+                   methods: Sequence[str] = ABLATION_METHODS, reuse: bool = True,
+                   variant_seeds: Optional[Sequence[int]] = None) -> pd.DataFrame:
+    """Table 2: each variant trained on the same data; one row per variant. The baseline and Ada-DF (the
+    headline) on ``seeds``, the other variants on ``variant_seeds`` (default: ``seeds``); each paired
+    difference is over the seeds a variant shares with the baseline.
 
     Columns: the protocol card (``protocol.protocol_card``: runs, seeds, each metric's mean / std / 95 %
     interval, the paired difference to the baseline), the text columns best, last, mean_last_k,
     paper_best_acc (fraction; NaN when the data set has no paper numbers) and paper_source.
     """
     seeds = list(seeds) or [base_cfg.seed]
+    variant_seeds = list(variant_seeds) if variant_seeds else seeds
     check_methods_available(methods)
-    cfgs = [c for m in methods for c in _seed_cfgs(base_cfg, seeds, method=m)]
+    cfgs = [c for m in methods for c in _seed_cfgs(base_cfg, seeds if m in HEADLINE_METHODS else variant_seeds,
+                                                   method=m)]
     runs = train_many(cfgs, runs_root, desc="ablation", reuse=reuse)
     table = summarise(results_table(runs), "method", order=methods)
     table.index.name = "variant"
@@ -275,9 +303,13 @@ def noise_study(base_cfg: TrainConfig, rates: Sequence[float] = DEFAULT_NOISE_RA
                 methods: Sequence[str] = DEFAULT_NOISE_METHODS, seeds: Sequence[int] | None = None,
                 runs_root: str | Path = "runs", noise_files=None, reuse: bool = True) -> pd.DataFrame:
     """Table 4: each method under symmetric label noise ``rates`` (and/or external label files
-    ``noise_files``: a list of paths or a mapping label -> path). One row per (method, noise) with best
-    and last accuracy, the share of flipped samples recovered (``recovered_flipped``, last epoch; NaN
-    when the method does not log it), and the paper's number where it has one."""
+    ``noise_files``: a list of paths or a mapping label -> path). A run's noise draw is its seed
+    (``noise_seed = seed``), so the intervals over seeds cover the draw. One row per (method, noise) with best
+    and last accuracy, the last epoch's accuracy on the labels it trained on (``train_acc``: above
+    ``clean_share`` = 1 - rate, a method is fitting flipped labels, i.e. memorising), how many rows of the last
+    class-distribution matrix fell back (``fallback_rows``, mean over seeds), the share of flipped samples
+    recovered (``recovered_flipped``, last epoch; NaN when the method does not log it), and the paper's number
+    where it has one."""
     methods = list(methods)
     check_methods_available(methods)
     seeds = list(seeds) if seeds else [base_cfg.seed]
@@ -286,22 +318,32 @@ def noise_study(base_cfg: TrainConfig, rates: Sequence[float] = DEFAULT_NOISE_RA
     for m in methods:
         for label, changes in points:
             for c in _seed_cfgs(base_cfg, seeds, method=m, **changes):
+                if c.noise_rate > 0:      # each seed its own noise draw, so the intervals cover the draw too
+                    c = dataclasses.replace(c, noise_seed=c.seed)
                 cfgs.append(dataclasses.replace(c, run_dir=str(run_dir_for_config(runs_root, c))))
                 rows.append(dict(method=m, noise=label))
     runs = train_many(cfgs, runs_root, desc="noise", reuse=reuse)
     for row, run in zip(rows, runs):
         row.update(seed=run.config.seed, **protocol.run_scores(run),
+                   train_acc=_last_metric(run, "train_acc"), clean_share=1.0 - run.config.noise_rate,
+                   fallback_rows=_last_fallback_rows(run),
                    recovered_flipped=_last_metric(run, "recovered_flipped"),
                    attn_flipped=_last_metric(run, "attn_flipped"), attn_clean=_last_metric(run, "attn_clean"))
     df = pd.DataFrame(rows)
     table = summarise(df, ["method", "noise"])
-    extra = df.groupby(["method", "noise"], sort=False)[["recovered_flipped", "attn_flipped", "attn_clean"]].mean()
+    extra = df.groupby(["method", "noise"], sort=False)[["train_acc", "clean_share", "fallback_rows",
+                                                          "recovered_flipped", "attn_flipped", "attn_clean"]].mean()
     table = table.merge(extra.reset_index(), on=["method", "noise"], how="left")
     paper = PAPER_NUMBERS["noise"]
     table["paper_acc"] = [noise_number(m, n) for m, n in zip(table["method"], table["noise"])]
     table["paper_source"] = f"{paper['label']}, {paper['backbone']}, paper Table 4"
     # each run's accuracies, for the figure's per-seed dots (attrs: not written to the table's files)
     table.attrs["runs"] = df[["method", "noise", "seed", "last_acc", "best_acc"]].to_dict("records")
+    # each run's per-epoch curve (test on the curve split, train on the labels it trained on), for the figure
+    table.attrs["curves"] = [dict(method=row["method"], noise=row["noise"], seed=row["seed"],
+                                  epoch=run.metrics["epoch"].tolist(), test=run.metrics["test_acc"].tolist(),
+                                  train=run.metrics.get("train_acc", run.metrics["test_acc"] * np.nan).tolist())
+                             for row, run in zip(rows, runs)]
     return table
 
 

@@ -131,7 +131,7 @@ def _verdict(row: pd.Series, below_zero_holds: bool = True) -> str:
         return "holds" if below_zero_holds else "does not hold (the opposite is seen)"
     if lo > 0:
         return "does not hold (the opposite is seen)" if below_zero_holds else "holds"
-    return "not shown at this budget (the interval contains 0)"
+    return "not resolved at this power (the interval contains 0)"
 
 
 def claims(divergence: pd.DataFrame, attention: pd.DataFrame) -> pd.DataFrame:

@@ -25,6 +25,7 @@ from adadf_core.runs.reader import resumable
 from adadf_core.utils.fileio import atomic_write, write_json
 
 DEFAULTS = dict(n_train=3000, n_test=200, seed=1, epochs=5, image_size=48, batch_size=64)
+THREADS = 2        # fixed: threads change float rounding, so the backbone is the same on every machine
 
 
 def default_path() -> Path:
@@ -49,12 +50,14 @@ def synthfer_backbone(path: Optional[str | Path] = None, *, n_train: int = DEFAU
     if seed == 0:
         raise ValueError("seed=0 is the study's own SynthFER; the pretraining pool needs another seed")
     path.parent.mkdir(parents=True, exist_ok=True)
+    # the pool keeps the unstructured model (docs/SYNTHFER.md): labelled unlike the study's data, as
+    # MS-Celeb-1M is unlike RAF-DB, and the backbone stays the one earlier versions pretrained
     pool = ensure(path.with_name(path.name + ".pool"), n_train=n_train, n_test=n_test, seed=seed,
-                  progress=progress)
+                  ambiguity_model="unstructured", progress=progress)
     run_dir = path.with_name(path.name + ".run")
     cfg = make_config("synthfer", method="baseline", data_root=str(pool), epochs=epochs,
                       image_size=image_size, batch_size=batch_size, recipe="light", track_samples=0,
-                      max_train_samples=None,
+                      max_train_samples=None, curve_test_samples=None, lr_gamma=0.9, num_threads=THREADS,
                       run_dir=str(run_dir), device=device, reuse=True, resume=resumable(run_dir),
                       progress=progress)
     run = fit(cfg)

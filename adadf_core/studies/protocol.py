@@ -48,21 +48,32 @@ def last_k(epochs: int) -> int:
 # ---------------------------------------------------------------------------------------------
 # one run
 
-def epoch_scores(metrics: pd.DataFrame, class_names: Sequence[str] | None) -> pd.DataFrame:
-    """Per epoch: ``epoch``, ``acc`` (test accuracy) and ``balanced`` (mean of the per-class test
-    accuracies ``acc_<class>``; NaN when the run logged none)."""
-    acc = pd.to_numeric(metrics["test_acc"], errors="coerce")
-    cols = [f"acc_{n}" for n in (class_names or []) if f"acc_{n}" in metrics.columns]
+def _accuracies(metrics: pd.DataFrame, class_names: Sequence[str] | None, prefix: str = "") -> tuple:
+    """(overall, balanced) per row from ``<prefix>test_acc`` and the ``<prefix>acc_<class>`` columns."""
+    acc = pd.to_numeric(metrics[f"{prefix}test_acc"], errors="coerce")
+    cols = [f"{prefix}acc_{n}" for n in (class_names or []) if f"{prefix}acc_{n}" in metrics.columns]
     balanced = metrics[cols].apply(pd.to_numeric, errors="coerce").mean(axis=1, skipna=True) if cols \
         else pd.Series(np.nan, index=metrics.index)
-    out = pd.DataFrame({"epoch": metrics["epoch"].to_numpy(), "acc": acc.to_numpy(),
-                        "balanced": balanced.to_numpy()})
+    return acc.to_numpy(), balanced.to_numpy()
+
+
+def epoch_scores(metrics: pd.DataFrame, class_names: Sequence[str] | None) -> pd.DataFrame:
+    """Per epoch: ``epoch``, ``acc`` (test accuracy) and ``balanced`` (mean of the per-class test
+    accuracies ``acc_<class>``; NaN when the run logged none). A run with a curve split
+    (``curve_test_samples``) also has ``final_acc`` and ``final_balanced``: the whole test split after its
+    last epoch (NaN on the other epochs)."""
+    acc, balanced = _accuracies(metrics, class_names)
+    out = pd.DataFrame({"epoch": metrics["epoch"].to_numpy(), "acc": acc, "balanced": balanced})
+    if "final_test_acc" in metrics.columns:
+        out["final_acc"], out["final_balanced"] = _accuracies(metrics, class_names, prefix="final_")
     return out[out["acc"].notna()].reset_index(drop=True)
 
 
 def selection_scores(per_epoch: pd.DataFrame) -> dict[str, float]:
     """``best_*``, ``last_*`` and ``mean_last_k_*`` for ``acc`` and ``balanced``, plus ``best_epoch``
-    (the first epoch that reaches the highest accuracy, as the trainer keeps it) and ``k``."""
+    (the first epoch that reaches the highest accuracy, as the trainer keeps it) and ``k``. With a curve
+    split, ``last_*`` is the whole test split after the last epoch; best and mean of the last k are on the
+    curve split."""
     if per_epoch.empty:
         return {**{m: float("nan") for m in METRICS}, "best_epoch": float("nan"), "k": 0}
     i = int(np.argmax(per_epoch["acc"].to_numpy()))
@@ -71,7 +82,8 @@ def selection_scores(per_epoch: pd.DataFrame) -> dict[str, float]:
     out: dict[str, float] = {"best_epoch": float(per_epoch["epoch"].iloc[i]), "k": k}
     for score in SCORES:
         out[f"best_{score}"] = float(per_epoch[score].iloc[i])
-        out[f"last_{score}"] = float(per_epoch[score].iloc[-1])
+        final = per_epoch[f"final_{score}"].iloc[-1] if f"final_{score}" in per_epoch.columns else float("nan")
+        out[f"last_{score}"] = float(final if final == final else per_epoch[score].iloc[-1])
         out[f"mean_last_k_{score}"] = float(tail[score].mean())
     return out
 
@@ -225,7 +237,18 @@ def card_legend(card: pd.DataFrame, epochs: Optional[int] = None) -> str:
             f"'last' is the final epoch; 'mean last k' is the mean over the last epochs ({k}). 'balanced' is "
             f"the mean per-class accuracy at the same epochs. 'Δ vs baseline' is the paired difference to the "
             f"baseline over the same seeds, with its 95 % interval: an interval that contains 0 does not "
-            f"separate the method from the baseline.")
+            f"separate the method from the baseline.{split_note(card)}")
+
+
+def split_note(card: pd.DataFrame) -> str:
+    """What the test accuracies were measured on, when the runs recorded it (``experiments.summarise``)."""
+    whole, curve = card.attrs.get("test_images"), card.attrs.get("curve_images")
+    if not whole:
+        return ""
+    if not curve:
+        return f" Every epoch is evaluated on the whole test split ({whole:,} images)."
+    return (f" 'last' is measured on the whole test split ({whole:,} images) after the final epoch; the per-epoch "
+            f"curve, 'best' and 'mean last k' on a stratified part of it ({curve:,} images, curve_test_samples).")
 
 
 def half_width(card: pd.DataFrame, metric: str = "last_acc") -> float:

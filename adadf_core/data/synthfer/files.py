@@ -23,7 +23,8 @@ from adadf_core.data.synthfer.annotators import CLASS_NAMES, sample_labels
 from adadf_core.data.synthfer.faces import face_params
 from adadf_core.data.synthfer.frames import (ALIGNED_HALF_EXTENT, aligned_grid, canonical_to_pixel,
                                                landmarks_canonical, original_axes, original_geometry, warp_layer)
-from adadf_core.data.synthfer.params import DEFAULTS, _normalise_params, SynthFERError
+from adadf_core.data.synthfer.annotators import AMBIGUITY_MODELS
+from adadf_core.data.synthfer.params import DEFAULTS, _normalise_params, recorded_params, SynthFERError
 from adadf_core.data.synthfer.render import background, columns, edge_width, face_layer, finish
 from adadf_core.utils.fileio import PROJECT_ROOT
 from adadf_core.utils.progress import bar as tqdm
@@ -33,11 +34,15 @@ JPEG_QUALITY = 92
 _BATCH = 64                   # rendering batch (fixed: part of the deterministic recipe)
 
 
-def default_root() -> Path:
-    """``$ADADF_DATA/synthfer`` when ADADF_DATA is set, else ``<repo>/data/synthfer``."""
+def default_root(ambiguity_model: Optional[str] = None) -> Path:
+    """``<data>/synthfer-<model>``: ``<data>`` is ``$ADADF_DATA`` when set, else ``<repo>/data``; the model is
+    ``ambiguity_model`` (default: ``DEFAULTS``' structured), so each model's default copy has its own folder."""
     env = os.environ.get("ADADF_DATA")
     base = Path(env) if env else PROJECT_ROOT / "data"
-    return base / "synthfer"
+    model = ambiguity_model or DEFAULTS["ambiguity_model"]
+    if model not in AMBIGUITY_MODELS:
+        raise SynthFERError(f"ambiguity_model={model!r} is not one of {', '.join(AMBIGUITY_MODELS)}")
+    return base / f"synthfer-{model}"
 
 
 def _split_names(split: str, n: int) -> list[str]:
@@ -107,7 +112,7 @@ def _write_tables(out: Path, splits: list[tuple[str, dict]]) -> None:
 
 def _record(p: dict, splits: list[tuple[str, dict]]) -> dict:
     """The contents of ``synthfer.json``: version, parameters, per-split counts and disagreement shares."""
-    meta = dict(version=GENERATOR_VERSION, params=p, class_names=CLASS_NAMES, jpeg_quality=JPEG_QUALITY,
+    meta = dict(version=GENERATOR_VERSION, params=recorded_params(p), class_names=CLASS_NAMES, jpeg_quality=JPEG_QUALITY,
                 aligned_half_extent=ALIGNED_HALF_EXTENT)
     total_dis, total = 0, 0
     for s, r in splits:
@@ -125,8 +130,8 @@ def _record(p: dict, splits: list[tuple[str, dict]]) -> dict:
     return meta
 
 
-def generate(root: str | Path, n_train: int = 2000, n_test: int = 800, seed: int = 0,
-             ambiguity: float = DEFAULTS["ambiguity"], annotators: Sequence[int] = (10, 40),
+def generate(root: str | Path, n_train: int = DEFAULTS["n_train"], n_test: int = DEFAULTS["n_test"], seed: int = 0,
+             ambiguity: Optional[float] = None, annotators: Sequence[int] = (10, 40),
              image_size: int = 100, progress: bool = True, **params) -> dict:
     """Write SynthFER to ``root`` and return the contents of its ``synthfer.json``.
 
@@ -135,8 +140,8 @@ def generate(root: str | Path, n_train: int = 2000, n_test: int = 800, seed: int
     Extra keyword parameters: see ``DEFAULTS`` (annotator_noise, intensity, noise_std, blur, ...).
     """
     root = Path(root)
-    p = _normalise_params(dict(params, n_train=n_train, n_test=n_test, seed=seed, ambiguity=ambiguity,
-                               annotators=annotators, image_size=image_size))
+    p = recorded_params(_normalise_params(dict(params, n_train=n_train, n_test=n_test, seed=seed,
+                                               ambiguity=ambiguity, annotators=annotators, image_size=image_size)))
     meta_path = root / "synthfer.json"
     if meta_path.exists():
         try:
@@ -145,8 +150,9 @@ def generate(root: str | Path, n_train: int = 2000, n_test: int = 800, seed: int
             raise SynthFERError(f"{meta_path} is not a readable SynthFER record ({e}); delete {root} to regenerate")
         if meta.get("params") == p and meta.get("version") == GENERATOR_VERSION:
             return dict(meta, seconds=0.0)
-        recorded = dict(meta.get("params") or {}, version=meta.get("version"))
-        asked = dict(p, version=GENERATOR_VERSION)
+        model = {"ambiguity_model": "unstructured"}        # what a record without the key means
+        recorded = dict(model, **(meta.get("params") or {}), version=meta.get("version"))
+        asked = dict(model, **p, version=GENERATOR_VERSION)
         diff = {k: (recorded.get(k), asked[k]) for k in asked if recorded.get(k) != asked[k]}
         raise SynthFERError(f"{root} already holds a SynthFER with different parameters or generator version "
                             f"(recorded vs asked: {diff}); choose another root or delete that folder")
@@ -177,29 +183,34 @@ def generate(root: str | Path, n_train: int = 2000, n_test: int = 800, seed: int
 
 def ensure(root: Optional[str | Path] = None, **params) -> Path:
     """Generate SynthFER at ``root`` (default :func:`default_root`) unless it is already there; return root."""
-    root = Path(root) if root is not None else default_root()
+    root = Path(root) if root is not None else default_root(params.get("ambiguity_model"))
     generate(root, **params)
     return root
 
 
 def cli_main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="adadf generate-synthfer", description="write the SynthFER data set")
-    ap.add_argument("--out", default=None, help="output root (default: %s)" % default_root())
+    ap.add_argument("--out", default=None, help="output root (default: %s, or -unstructured)" % default_root())
     ap.add_argument("--n-train", type=int, default=DEFAULTS["n_train"], help="training faces")
     ap.add_argument("--n-test", type=int, default=DEFAULTS["n_test"], help="test faces")
     ap.add_argument("--seed", type=int, default=0, help="generator seed (the study uses 0)")
-    ap.add_argument("--ambiguity", type=float, default=DEFAULTS["ambiguity"],
-                    help="weight of the Dirichlet admixture in each face's latent expression mixture")
+    ap.add_argument("--ambiguity-model", default=DEFAULTS["ambiguity_model"], choices=AMBIGUITY_MODELS,
+                    help="how faces are ambiguous: unstructured (every class confused with every other alike) or "
+                         "structured (per-class confusions calibrated to FERPlus's crowd votes)")
+    ap.add_argument("--ambiguity", type=float, default=None,
+                    help="how ambiguous faces are, 0 = pure expressions (default: the model's own, 0.8 unstructured, "
+                         "1.0 structured = the calibrated level)")
     ap.add_argument("--annotators", type=int, nargs=2, default=list(DEFAULTS["annotators"]), metavar=("MIN", "MAX"),
                     help="annotators per face, drawn between MIN and MAX")
-    ap.add_argument("--annotator-noise", type=float, default=DEFAULTS["annotator_noise"],
-                    help="how far a simulated annotator's reading strays from the latent mixture")
+    ap.add_argument("--annotator-noise", type=float, default=None,
+                    help="share of votes cast at random (default: the model's own, 0.1 unstructured, 0.03 structured)")
     ap.add_argument("--image-size", type=int, default=DEFAULTS["image_size"], help="aligned crop size in pixels")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
-    root = Path(a.out) if a.out else default_root()
+    root = Path(a.out) if a.out else default_root(a.ambiguity_model)
     try:
         meta = generate(root, n_train=a.n_train, n_test=a.n_test, seed=a.seed, ambiguity=a.ambiguity,
+                        ambiguity_model=a.ambiguity_model,
                         annotators=a.annotators, image_size=a.image_size, annotator_noise=a.annotator_noise,
                         progress=not a.no_progress)
     except SynthFERError as e:

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from adadf_core.data.synthfer.annotators import RAF_TRAIN_COUNTS
+from adadf_core.data.synthfer.annotators import AMBIGUITY_MODELS, MODEL_DEFAULTS, RAF_TRAIN_COUNTS
 
+# ambiguity and annotator_noise: None = the ambiguity model's own value (annotators.MODEL_DEFAULTS)
 DEFAULTS: dict[str, Any] = dict(
-    n_train=2000, n_test=800, seed=0, ambiguity=0.8, annotators=(10, 40), annotator_noise=0.1,
+    n_train=2000, n_test=4000, seed=0, ambiguity_model="structured", ambiguity=None, annotators=(10, 40),
+    annotator_noise=None,
     image_size=100, original_size=(160, 220), intensity=(0.65, 1.3), expr_jitter=0.85,
     dirichlet_alpha=0.4, class_counts=RAF_TRAIN_COUNTS, occluder_prob=0.25, glasses_prob=0.12,
     noise_std=(2.0, 12.0), blur=(0.0, 1.6), rotation_deg=30.0,
@@ -24,6 +26,12 @@ def _normalise_params(params: dict) -> dict:
     if unknown:
         raise SynthFERError(f"unknown SynthFER parameter(s) {unknown}; expected some of {sorted(DEFAULTS)}")
     p.update(params)
+    if p["ambiguity_model"] not in AMBIGUITY_MODELS:
+        raise SynthFERError(f"SynthFER parameter ambiguity_model={p['ambiguity_model']!r} is not one of "
+                            f"{', '.join(AMBIGUITY_MODELS)}")
+    for key, value in MODEL_DEFAULTS[p["ambiguity_model"]].items():
+        if p[key] is None:
+            p[key] = value
     for key in ("annotators", "original_size", "intensity", "noise_std", "blur", "class_counts"):
         p[key] = [float(v) if key in ("intensity", "noise_std", "blur") else int(v) for v in p[key]]
     for key in ("n_train", "n_test", "seed", "image_size"):
@@ -47,3 +55,10 @@ def _normalise_params(params: dict) -> dict:
             raise SynthFERError(f"SynthFER parameter {name}={p[name]!r} is out of range")
     return p
 
+
+
+def recorded_params(p: dict) -> dict:
+    """The parameters as ``synthfer.json`` records them. The unstructured model is recorded without an
+    ``ambiguity_model`` key, exactly as generator version 2 wrote it before the option existed, so its roots
+    stay byte-identical and are reused."""
+    return {k: v for k, v in p.items() if not (k == "ambiguity_model" and v == "unstructured")}
