@@ -114,11 +114,12 @@ def _regime_lines(tables: Path, noise: pd.DataFrame) -> list[str]:
                    f"rows of D are the threshold fallback over {len(seeds)} seeds (`tables/05_fallback_rows_by_seed.csv`).")
     if "train_acc" in noise.columns:
         base = noise[(noise["method"] == "baseline") & (pd.to_numeric(noise["noise"], errors="coerce") > 0)]
-        parts = [f"{100 * float(r['noise']):.0f} % noise: {_pct(r['train_acc'])} % of its training labels "
-                 f"(clean share {_pct(r['clean_share'])} %)" for _, r in base.iterrows()]
+        parts = [f"at {100 * float(r['noise']):.0f} % noise {_pct(r['train_acc'])} % (clean share "
+                 f"{_pct(r['clean_share'])} %)" for _, r in base.iterrows()]
         if parts:
-            out.append("- Memorisation: at the last epoch the baseline fits " + "; ".join(parts) +
-                       ". Above the clean share it is fitting flipped labels (`tables/07_noise.csv`).")
+            out.append("- Memorisation: the baseline's last-epoch accuracy on its own (noisy) training labels is "
+                       + "; ".join(parts) + ". Above the clean share it is fitting flipped labels "
+                       "(`tables/07_noise.csv`).")
     return out if len(out) > 3 else []
 
 
