@@ -73,9 +73,10 @@ def ablation_bars(table: pd.DataFrame):
         mine = runs[runs[key].astype(str).isin(pos)]
         ax.scatter(mine[key].astype(str).map(pos), mine["last_acc"], s=14, facecolor="none",
                    edgecolor="0.3", zorder=3, label="each seed (last)")
-    seeds = int(t["runs"].max()) if "runs" in t else 1
+    lo, hi = (int(t["runs"].min()), int(t["runs"].max())) if "runs" in t else (1, 1)
     ax.set_xticks(x, names, rotation=20)
-    ax.set(ylabel="test accuracy (fraction)", title=f"this study: {seeds} seed(s)")
+    ax.set(ylabel="test accuracy (fraction)",
+           title=f"this study: {hi} seed(s)" if lo == hi else f"this study: {lo} to {hi} seeds a row (the table says which)")
     ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     k = 1
     if has_diff:
