@@ -163,6 +163,13 @@ def _last_metric(run, column: str) -> float:
     return float(values.iloc[-1]) if len(values) else float("nan")
 
 
+def _curve(row: Mapping, metrics: pd.DataFrame) -> dict:
+    """One run's per-epoch curve for ``plots.noise_curves``: test accuracy and accuracy on its training labels."""
+    return dict(method=row["method"], noise=row["noise"], seed=row["seed"], epoch=metrics["epoch"].tolist(),
+                test=metrics["test_acc"].tolist(),
+                train=metrics.get("train_acc", metrics["test_acc"] * np.nan).tolist())
+
+
 def _last_fallback_rows(run) -> float:
     """How many rows of the run's last class-distribution matrix are the threshold fallback (NaN: no D)."""
     from adadf_core.studies.analysis import fallback_rows      # (sklearn: only for runs that mined a D)
@@ -340,10 +347,7 @@ def noise_study(base_cfg: TrainConfig, rates: Sequence[float] = DEFAULT_NOISE_RA
     # each run's accuracies, for the figure's per-seed dots (attrs: not written to the table's files)
     table.attrs["runs"] = df[["method", "noise", "seed", "last_acc", "best_acc"]].to_dict("records")
     # each run's per-epoch curve (test on the curve split, train on the labels it trained on), for the figure
-    table.attrs["curves"] = [dict(method=row["method"], noise=row["noise"], seed=row["seed"],
-                                  epoch=run.metrics["epoch"].tolist(), test=run.metrics["test_acc"].tolist(),
-                                  train=run.metrics.get("train_acc", run.metrics["test_acc"] * np.nan).tolist())
-                             for row, run in zip(rows, runs)]
+    table.attrs["curves"] = [_curve(row, run.metrics) for row, run in zip(rows, runs)]
     return table
 
 

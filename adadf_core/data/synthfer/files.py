@@ -24,7 +24,8 @@ from adadf_core.data.synthfer.faces import face_params
 from adadf_core.data.synthfer.frames import (ALIGNED_HALF_EXTENT, aligned_grid, canonical_to_pixel,
                                                landmarks_canonical, original_axes, original_geometry, warp_layer)
 from adadf_core.data.synthfer.annotators import AMBIGUITY_MODELS
-from adadf_core.data.synthfer.params import DEFAULTS, _normalise_params, recorded_params, SynthFERError
+from adadf_core.data.synthfer.params import (DEFAULTS, _normalise_params, check_ambiguity_model, recorded_params,
+                                             SynthFERError)
 from adadf_core.data.synthfer.render import background, columns, edge_width, face_layer, finish
 from adadf_core.utils.fileio import PROJECT_ROOT
 from adadf_core.utils.progress import bar as tqdm
@@ -39,10 +40,7 @@ def default_root(ambiguity_model: Optional[str] = None) -> Path:
     ``ambiguity_model`` (default: ``DEFAULTS``' structured), so each model's default copy has its own folder."""
     env = os.environ.get("ADADF_DATA")
     base = Path(env) if env else PROJECT_ROOT / "data"
-    model = ambiguity_model or DEFAULTS["ambiguity_model"]
-    if model not in AMBIGUITY_MODELS:
-        raise SynthFERError(f"ambiguity_model={model!r} is not one of {', '.join(AMBIGUITY_MODELS)}")
-    return base / f"synthfer-{model}"
+    return base / f"synthfer-{check_ambiguity_model(ambiguity_model or DEFAULTS['ambiguity_model'])}"
 
 
 def _split_names(split: str, n: int) -> list[str]:

@@ -26,9 +26,7 @@ def _normalise_params(params: dict) -> dict:
     if unknown:
         raise SynthFERError(f"unknown SynthFER parameter(s) {unknown}; expected some of {sorted(DEFAULTS)}")
     p.update(params)
-    if p["ambiguity_model"] not in AMBIGUITY_MODELS:
-        raise SynthFERError(f"SynthFER parameter ambiguity_model={p['ambiguity_model']!r} is not one of "
-                            f"{', '.join(AMBIGUITY_MODELS)}")
+    check_ambiguity_model(p["ambiguity_model"])
     for key, value in MODEL_DEFAULTS[p["ambiguity_model"]].items():
         if p[key] is None:
             p[key] = value
@@ -55,6 +53,13 @@ def _normalise_params(params: dict) -> dict:
             raise SynthFERError(f"SynthFER parameter {name}={p[name]!r} is out of range")
     return p
 
+
+
+def check_ambiguity_model(model: str) -> str:
+    """``model`` when it is one of ``AMBIGUITY_MODELS``, else a ``SynthFERError`` naming it and them."""
+    if model not in AMBIGUITY_MODELS:
+        raise SynthFERError(f"SynthFER parameter ambiguity_model={model!r} is not one of {', '.join(AMBIGUITY_MODELS)}")
+    return model
 
 
 def recorded_params(p: dict) -> dict:
